@@ -1,0 +1,72 @@
+# Tower — `make demo` runs a scene end to end, `make test` runs the tests; both set up what they
+# need (Python environment, Kafka, PostgreSQL) and reuse what is already there.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+# One environment per machine, outside the checkout, so clones (and CI) reuse it.
+VENV ?= $(HOME)/.cache/tower/venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tower-deps
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+export TOWER_KAFKA_PORT ?= 9092
+export TOWER_PG_PORT ?= 5433
+export TOWER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(TOWER_KAFKA_PORT)
+export TOWER_DATABASE_URL ?= postgresql://tower@127.0.0.1:$(TOWER_PG_PORT)/tower
+
+KAFKACTL := infra/kafka/kafkactl
+PGCTL := infra/postgres/pgctl
+PYTEST_ARGS ?=
+
+.PHONY: help venv services stop test test-unit test-integration demo bench bench-scoring bench-scoring-gpu schemas clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+# Dependencies only, not the project: the code runs from the checkout (PYTHONPATH), so every clone
+# sharing the environment (CI's included) runs its own code.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "tower: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))' | tr -d "'")
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create or update the Python environment ($(VENV))
+
+services:  ## start Kafka (KRaft) and PostgreSQL unless they are up
+	@$(KAFKACTL) start
+	@$(PGCTL) start
+
+stop:  ## stop Kafka and PostgreSQL
+	-@$(KAFKACTL) stop
+	-@$(PGCTL) stop
+
+test: venv services  ## unit + integration tests against real Kafka and PostgreSQL
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv  ## the pure-logic tests only (no services)
+	$(PY) -m pytest -q -m "not kafka and not postgres" $(PYTEST_ARGS)
+
+test-integration: venv services  ## the tests that need Kafka and PostgreSQL
+	$(PY) -m pytest -q -m "kafka or postgres" $(PYTEST_ARGS)
+
+demo: venv  ## start everything, run "Kai fights the dragon" end to end, stop what it started
+	PY=$(PY) scripts/demo.sh
+
+bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
+	$(PY) -m bench.pipeline
+
+bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
+	$(PY) -m bench.scoring
+
+schemas: venv  ## export the event JSON Schemas to schemas/
+	$(PY) -m tower schemas export schemas
+
+clean:  ## remove local state (Kafka and PostgreSQL data, media); the environment stays
+	-@$(KAFKACTL) stop
+	-@$(PGCTL) stop
+	rm -rf .tower media

@@ -1,0 +1,37 @@
+"""planner: ``scene.requested`` -> one ``shot.planned`` (attempt 1) per planned shot."""
+
+from __future__ import annotations
+
+from agents.stage import Stage
+from director.planner import plan_scene
+from events.envelope import Envelope
+from events.models import SceneRequested, ShotPlanned
+from events.topics import SCENE_REQUESTED
+from store.projections import Origin
+
+
+class Planner(Stage):
+    name = "planner"
+    inputs = (SCENE_REQUESTED,)
+
+    async def handle(self, envelope: Envelope[SceneRequested], origin: Origin) -> list[Envelope]:
+        request = envelope.value
+        plan = plan_scene(request, fps=self.settings.render_fps)
+        return [
+            envelope.derive(
+                ShotPlanned(
+                    scene_id=request.scene_id,
+                    session_id=request.session_id,
+                    attempt=1,
+                    max_attempts=request.max_attempts,
+                    quality_threshold=request.quality_threshold,
+                    shot=shot,
+                    style=request.style,
+                    overall_mood=plan.overall_mood,
+                    lighting_suggestions=plan.lighting_suggestions,
+                ),
+                source=self.source,
+                index=index,
+            )
+            for index, shot in enumerate(plan.shots)
+        ]

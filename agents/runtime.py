@@ -1,0 +1,178 @@
+"""The loop every stage runs: decode -> handle -> produce, and dead letters for what fails.
+
+Faust acknowledges a message even when the agent raises, so nothing may escape the loop: a
+message that cannot be decoded, or whose handler still fails after
+``TOWER_HANDLER_RETRIES`` retries with doubling backoff, goes to ``<topic>.dlq`` with the
+original key, value and headers plus ``dlq_*`` headers saying where it came from and why.
+Outputs are awaited until the broker has them before the input is acknowledged, so an input's
+offset is never committed ahead of its outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from agents.stage import Stage
+from events.codec import EventCodec, Malformed
+from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
+from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
+from store.projections import Origin
+from tower.settings import Settings
+
+log = logging.getLogger("tower.agents")
+
+
+def broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip())
+
+
+def build_app(stage: Stage, settings: Settings) -> faust.App:
+    app_id = settings.app_id(stage.name)
+    app = faust.App(
+        app_id,
+        broker=broker_url(settings.kafka_bootstrap),
+        broker_client_id=app_id,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        # Topics are created by `tower topics create` with their declared partitions/retention.
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
+        producer_acks=-1,
+        autodiscover=False,
+    )
+    runner = StageRunner(stage, settings, app)
+    for spec in stage.inputs:
+        runner.subscribe(spec)
+
+    @app.on_before_shutdown.connect
+    async def _close(app: faust.App, **_: Any) -> None:  # noqa: ARG001
+        await runner.stop()
+
+    return app
+
+
+class StageRunner:
+    def __init__(self, stage: Stage, settings: Settings, app: faust.App) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.app = app
+        self._outputs: dict[str, faust.TopicT] = {}
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        """Open the stage's resources on the first event (the agents' loop is running by then)."""
+        async with self._start_lock:
+            if not self._started:
+                await self.stage.start()
+                self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.stage.stop()
+            self._started = False
+
+    def _topic(self, name: str) -> faust.TopicT:
+        if name not in self._outputs:
+            self._outputs[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
+        return self._outputs[name]
+
+    def subscribe(self, spec: TopicSpec) -> None:
+        channel = self.app.topic(
+            self.settings.topic(spec.name), key_serializer="raw", value_serializer=EventCodec(spec.model)
+        )
+
+        async def agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await self.process(spec, event.value, event.message)
+
+        agent.__name__ = f"{self.stage.name}_{spec.name.replace('.', '_')}"
+        self.app.agent(channel, name=f"{self.settings.app_id(self.stage.name)}.{spec.name}", concurrency=1)(agent)
+
+    async def process(self, spec: TopicSpec, value: Any, message: Any) -> None:
+        origin = Origin(self.stage.name, message.topic, message.partition, message.offset)
+        where = {"stage": self.stage.name, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset}
+        if isinstance(value, Malformed):
+            await self.dead_letter(message, origin, value.error_class, value.reason)
+            return
+        try:
+            envelope = open_envelope(value, message.headers, expected_type=spec.event_type)
+        except EnvelopeError as exc:
+            await self.dead_letter(message, origin, "EnvelopeError", str(exc))
+            return
+        where.update(scene_id=envelope.scene_id, event_id=envelope.id, **_shot_fields(envelope.value))
+
+        delay = self.settings.handler_backoff_s
+        for attempt in range(self.settings.handler_retries + 1):
+            try:
+                await self.ensure_started()
+                outputs = await self.stage.handle(envelope, origin)
+                await self.produce(outputs)
+                await self.stage.on_produced(envelope, outputs)
+                log.info("handled %s -> %d event(s)", spec.name, len(outputs), extra=where)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
+                if attempt == self.settings.handler_retries:
+                    log.error("giving up on %s: %s", spec.name, exc, extra=where, exc_info=True)
+                    await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
+                    return
+                log.warning("handler failed (%s), retry %d in %.2fs", exc, attempt + 1, delay, extra=where)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def produce(self, outputs: list[Envelope]) -> None:
+        pending = []
+        for envelope in outputs:
+            spec = EVENT_TYPES[type(envelope.value)]
+            topic = self._topic(self.settings.topic(spec.name))
+            pending.append(
+                await topic.send(
+                    key=envelope.key, value=envelope.encode_value(), headers=envelope.headers(), force=True
+                )
+            )
+        for delivery in pending:
+            await delivery
+
+    async def dead_letter(self, message: Any, origin: Origin, error_class: str, reason: str) -> None:
+        headers = list(header_map(message.headers).items()) + [
+            ("dlq_original_topic", origin.topic),
+            ("dlq_original_partition", str(origin.partition)),
+            ("dlq_original_offset", str(origin.offset)),
+            ("dlq_error_class", error_class),
+            ("dlq_error_message", reason[:4000]),
+            ("dlq_consumer", origin.consumer),
+            ("dlq_failed_at", datetime.now(UTC).isoformat()),
+        ]
+        topic = self._topic(dead_letter_topic(origin.topic))
+        raw = message.value if isinstance(message.value, bytes | bytearray) else b""
+        delivery = await topic.send(
+            key=message.key, value=bytes(raw), headers=[(k, v.encode()) for k, v in headers], force=True
+        )
+        await delivery
+        log.warning(
+            "dead-lettered: %s: %s", error_class, reason,
+            extra={"stage": self.stage.name, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
+        )
+
+
+def _shot_fields(value: Any) -> dict[str, Any]:
+    shot = getattr(value, "shot", None)
+    return {"shot": shot.shot_number, "attempt": value.attempt} if shot is not None else {}
+
+
+def _describe(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{exc}{where}"

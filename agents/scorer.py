@@ -1,0 +1,57 @@
+"""scorer: ``frame.rendered`` -> ``quality.scored`` with the scoring library (GPU when present)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agents.stage import Stage
+from events.envelope import Envelope
+from events.models import FrameRendered, QualityScored
+from events.topics import FRAME_RENDERED
+from render.media import resolve
+from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput, ShotScore
+from store.projections import Origin
+
+
+def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
+    passed = score.status == "ok" and score.composite >= rendered.quality_threshold
+    return QualityScored(
+        **rendered.model_dump(exclude={"status", "reason", "backend", "frames", "render_ms"}),
+        status=score.status,
+        reason=score.reason,
+        composite=score.composite,
+        passed=passed,
+        metrics=score.metrics,
+        frame_count=len(rendered.frames),
+        scorer_version=score.scorer_version,
+        device=score.device,
+    )
+
+
+class ScorerStage(Stage):
+    name = "scorer"
+    inputs = (FRAME_RENDERED,)
+    scorer: Scorer | None = None
+
+    async def start(self) -> None:
+        self.scorer = Scorer(ScorerConfig(device=self.settings.scorer_device))
+
+    async def handle(self, envelope: Envelope[FrameRendered], origin: Origin) -> list[Envelope]:
+        assert self.scorer is not None, "ScorerStage.start() builds the scorer before the first event"
+        rendered = envelope.value
+        if rendered.status != "ok":
+            failed = ShotScore.failed(f"render failed: {rendered.reason}", device=self.scorer.device)
+            return [envelope.derive(scored_event(rendered, failed), source=self.source)]
+        root = Path(self.settings.media_dir)
+        try:
+            paths = [resolve(root, frame.uri) for frame in sorted(rendered.frames, key=lambda f: f.index)]
+        except ValueError as exc:
+            failed = ShotScore.failed(str(exc), device=self.scorer.device)
+            return [envelope.derive(scored_event(rendered, failed), source=self.source)]
+        shot = ShotInput(frames=paths, expected_motion=rendered.shot.expected_motion)
+        [score] = await asyncio.to_thread(self.scorer.score_shots, [shot])
+        return [envelope.derive(scored_event(rendered, score), source=self.source)]
+
+
+__all__ = ["SCORER_VERSION", "ScorerStage", "scored_event"]

@@ -1,0 +1,42 @@
+"""What a stage is: its input topics and a handler from one event to the events it causes."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from events.envelope import Envelope
+from events.topics import TopicSpec
+from store.projections import Origin
+from tower.settings import Settings
+
+
+class Stage(ABC):
+    """One pipeline stage = one Faust app = one consumer group.
+
+    ``handle`` must be safe to call again with the same event (delivery is at least once): its
+    outputs are derived deterministically from the input (see :meth:`Envelope.derive`) and its
+    side effects are idempotent.
+    """
+
+    name: str
+    inputs: tuple[TopicSpec, ...]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def source(self) -> str:
+        return f"tower/{self.name}"
+
+    async def start(self) -> None:
+        """Open the stage's resources (pools, models) before the first event."""
+
+    async def stop(self) -> None:
+        """Release what :meth:`start` opened."""
+
+    async def on_produced(self, envelope: Envelope, outputs: list[Envelope]) -> None:
+        """Called once the broker has every output of ``envelope``, before it is acknowledged."""
+
+    @abstractmethod
+    async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
+        """The events caused by ``envelope``; raise to have it retried, then dead-lettered."""

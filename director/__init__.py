@@ -1,0 +1,1 @@
+"""The director's domain logic: planning, prompt refinement, learning. Pure; no Kafka, no I/O."""

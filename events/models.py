@@ -1,0 +1,136 @@
+"""One pydantic v2 model per topic: the JSON value of each message.
+
+Values are plain compact JSON (no framework metadata), so any consumer can read them. Within a
+version only additive, optional changes are allowed; a breaking change is a new ``ce_type``
+version (see :mod:`events.topics`). Every model after ``scene.requested`` carries the whole shot
+attempt it belongs to, so one event is enough to act on, to display, or to replay.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SceneId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    scene_id: SceneId
+    session_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class SceneRequested(_Event):
+    """``scene.requested``: a person or a service asks for a scene."""
+
+    description: Annotated[str, Field(min_length=1, max_length=2000)]
+    characters: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
+    style: str = "anime"
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    quality_threshold: Probability = 0.6
+
+
+class ShotSpec(BaseModel):
+    """One planned shot, as the seed's ``shot_list`` entries plus what rendering needs."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    shot_number: Annotated[int, Field(ge=1)]
+    shot_count: Annotated[int, Field(ge=1)]
+    camera_angle: str
+    camera_movement: str
+    duration: Annotated[float, Field(gt=0, le=60)]
+    fps: Annotated[int, Field(ge=1, le=60)]
+    frame_count: Annotated[int, Field(ge=1, le=600)]
+    characters: list[str]
+    mood: str
+    lighting: str
+    action: str
+    description: str
+    continuity_notes: str = ""
+    expected_motion: Probability = Field(
+        description="How much the shot should move: 0 a still establishing shot, 1 fast action."
+    )
+
+
+class _ShotAttempt(_Event):
+    attempt: Annotated[int, Field(ge=1)]
+    max_attempts: Annotated[int, Field(ge=1)]
+    quality_threshold: Probability
+    shot: ShotSpec
+    tried_modifiers: list[str] = Field(
+        default_factory=list, description="Modifiers of earlier attempts at this shot."
+    )
+    style: str = "anime"
+
+
+class ShotPlanned(_ShotAttempt):
+    """``shot.planned``: a shot to attempt (attempt 1 from the planner, retries from the learner)."""
+
+    overall_mood: str
+    lighting_suggestions: str
+
+
+class PromptSpec(BaseModel):
+    """What the refiner decided for one attempt: the generation prompt and sampler settings."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    prompt: str
+    negative_prompt: str
+    seed: Annotated[int, Field(ge=0, lt=2**32)]
+    steps: Annotated[int, Field(ge=1, le=200)]
+    cfg: Annotated[float, Field(gt=0, le=30)]
+    sampler: str
+    width: Annotated[int, Field(ge=16, le=4096)]
+    height: Annotated[int, Field(ge=16, le=4096)]
+    context: str = Field(description="Pattern context: shot type x mood x lighting x workflow.")
+    modifier: str = Field(description="The prompt pattern chosen for this attempt.")
+    modifier_probability: Probability = Field(
+        description="Estimated probability that Thompson sampling picks this modifier."
+    )
+    learner_version: str
+
+
+class PromptRefined(_ShotAttempt):
+    """``prompt.refined``: a shot attempt with its refined prompt."""
+
+    prompt: PromptSpec
+
+
+class FrameRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    index: Annotated[int, Field(ge=0)]
+    uri: str = Field(description="Path of the frame, relative to the media store root.")
+    width: int
+    height: int
+    sha256: str
+
+
+class FrameRendered(_ShotAttempt):
+    """``frame.rendered``: the frames of one attempt (or why there are none)."""
+
+    prompt: PromptSpec
+    status: Literal["ok", "failed"]
+    reason: str | None = None
+    backend: str
+    frames: list[FrameRef] = Field(default_factory=list)
+    render_ms: Annotated[float, Field(ge=0)] = 0.0
+
+
+class QualityScored(_ShotAttempt):
+    """``quality.scored``: the scores of one attempt; the learner's only input."""
+
+    prompt: PromptSpec
+    status: Literal["ok", "failed"]
+    reason: str | None = None
+    composite: Probability = 0.0
+    passed: bool = False
+    metrics: dict[str, float] = Field(default_factory=dict)
+    frame_count: Annotated[int, Field(ge=0)] = 0
+    scorer_version: str
+    device: str

@@ -1,0 +1,50 @@
+"""Every topic Tower uses, declared once: name, model, CloudEvents type, partitions, retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
+
+DAY_MS = 24 * 60 * 60 * 1000
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    model: type[BaseModel]
+    event_type: str
+    partitions: int = 3
+    retention_ms: int = 14 * DAY_MS
+
+    def qualified(self, prefix: str) -> str:
+        """The topic's name on the broker (tests and multi-tenant clusters use a prefix)."""
+        return f"{prefix}{self.name}"
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}{DEAD_LETTER_SUFFIX}"
+
+
+SCENE_REQUESTED = TopicSpec("scene.requested", SceneRequested, "tower.scene.requested.v1")
+SHOT_PLANNED = TopicSpec("shot.planned", ShotPlanned, "tower.shot.planned.v1")
+PROMPT_REFINED = TopicSpec("prompt.refined", PromptRefined, "tower.prompt.refined.v1")
+FRAME_RENDERED = TopicSpec("frame.rendered", FrameRendered, "tower.frame.rendered.v1")
+QUALITY_SCORED = TopicSpec("quality.scored", QualityScored, "tower.quality.scored.v1")
+
+TOPICS: tuple[TopicSpec, ...] = (
+    SCENE_REQUESTED,
+    SHOT_PLANNED,
+    PROMPT_REFINED,
+    FRAME_RENDERED,
+    QUALITY_SCORED,
+)
+# Dead letters are kept four times longer: someone has to look at them.
+DEAD_LETTER_PARTITIONS = 1
+DEAD_LETTER_RETENTION_MS = 56 * DAY_MS
+
+EVENT_TYPES: dict[type[BaseModel], TopicSpec] = {spec.model: spec for spec in TOPICS}
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -1,0 +1,54 @@
+"""The media store: frames on disk under safe names Tower chooses, addressed by relative URIs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from events.models import FrameRef
+
+
+def attempt_dir(scene_id: str, shot_number: int, attempt: int) -> Path:
+    """Relative folder of one attempt; scene ids are validated to ``[A-Za-z0-9._:-]``."""
+    safe_scene = scene_id.replace(":", "_")
+    if safe_scene in {".", ".."}:
+        raise ValueError(f"scene id {scene_id!r} cannot name a folder")
+    return Path(safe_scene) / f"shot{shot_number:02d}" / f"attempt{attempt}"
+
+
+def write_frames(root: Path, relative_dir: Path, frames: list[np.ndarray]) -> list[FrameRef]:
+    """Write PNGs atomically (temp file + rename), so a crash never leaves half a frame."""
+    folder = root / relative_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = []
+    for index, frame in enumerate(frames):
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+        data = buffer.getvalue()
+        name = f"frame_{index:04d}.png"
+        temp = folder / f".{name}.tmp"
+        temp.write_bytes(data)
+        os.replace(temp, folder / name)
+        refs.append(
+            FrameRef(
+                index=index,
+                uri=(relative_dir / name).as_posix(),
+                width=frame.shape[1],
+                height=frame.shape[0],
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    return refs
+
+
+def resolve(root: Path, uri: str) -> Path:
+    """The file behind a frame URI; refuses URIs that escape the media root."""
+    path = (root / uri).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"frame uri {uri!r} escapes the media store")
+    return path

@@ -1,0 +1,1 @@
+"""PostgreSQL storage (asyncpg): migrations, the learner's projections, and read queries."""

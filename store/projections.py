@@ -1,0 +1,161 @@
+"""The learner's writes: a projection per topic and the pattern update, one transaction per event.
+
+The first statement of each transaction claims the event id in ``processed_events``; when the
+claim finds the id already there, the event was applied before (a redelivery after a crash) and
+the transaction writes nothing else. Effects are applied exactly once; delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import asyncpg
+
+from director.learning import MICROS, Posterior, is_final, learns_from, reward_micros
+from events.envelope import Envelope
+from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event was read from, and by which stage.
+
+    ``consumer`` is the stage name, not the consumer group: a replay under a new group id
+    against the same database must still recognise what was applied.
+    """
+
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+
+
+async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> bool:
+    """Project one event (and learn from it); ``False`` when it had been applied already."""
+    async with conn.transaction():
+        claimed = await conn.fetchval(
+            "INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+            origin.consumer, envelope.id, origin.topic, origin.partition, origin.offset,
+        )
+        if not claimed:
+            return False
+        await conn.execute(
+            "INSERT INTO event_log (event_id, event_type, source, scene_id, session_id,"
+            " causation_id, event_time, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+            " ON CONFLICT DO NOTHING",
+            envelope.id, envelope.type, envelope.source, envelope.scene_id, envelope.session_id,
+            envelope.causation_id, envelope.time, envelope.value.model_dump_json(),
+        )
+        value = envelope.value
+        if isinstance(value, SceneRequested):
+            await _scene(conn, envelope, value)
+        elif isinstance(value, ShotPlanned):
+            await _shot(conn, envelope, value)
+        elif isinstance(value, PromptRefined):
+            await _prompt(conn, envelope, value)
+        elif isinstance(value, FrameRendered):
+            await _frames(conn, envelope, value)
+        elif isinstance(value, QualityScored):
+            await _score(conn, envelope, value)
+            if learns_from(value):
+                await _learn(conn, envelope, value)
+        return True
+
+
+async def _scene(conn: asyncpg.Connection, env: Envelope, v: SceneRequested) -> None:
+    inserted = await conn.fetchval(
+        "INSERT INTO scenes (scene_id, session_id, description, characters, style, max_attempts,"
+        " quality_threshold, requested_at, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        " ON CONFLICT (scene_id) DO NOTHING RETURNING true",
+        v.scene_id, v.session_id, v.description, json.dumps(v.characters), v.style,
+        v.max_attempts, v.quality_threshold, env.time, env.id,
+    )
+    if inserted:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, created_at, scene_count) VALUES ($1, $2, 1)"
+            " ON CONFLICT (session_id) DO UPDATE SET scene_count = sessions.scene_count + 1",
+            v.session_id, env.time,
+        )
+
+
+async def _shot(conn: asyncpg.Connection, env: Envelope, v: ShotPlanned) -> None:
+    s = v.shot
+    await conn.execute(
+        "INSERT INTO shots (scene_id, shot_number, shot_count, camera_angle, camera_movement,"
+        " duration, frame_count, characters, mood, lighting, action, expected_motion, overall_mood,"
+        " lighting_suggestions, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+        " ON CONFLICT (scene_id, shot_number) DO NOTHING",
+        v.scene_id, s.shot_number, s.shot_count, s.camera_angle, s.camera_movement, s.duration,
+        s.frame_count, json.dumps(s.characters), s.mood, s.lighting, s.action, s.expected_motion,
+        v.overall_mood, v.lighting_suggestions, env.id,
+    )
+    await conn.execute(
+        "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id)"
+        " VALUES ($1,$2,$3,$4) ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING",
+        v.scene_id, s.shot_number, v.attempt, env.id,
+    )
+
+
+async def _prompt(conn: asyncpg.Connection, env: Envelope, v: PromptRefined) -> None:
+    p = v.prompt
+    # The attempt row may not exist yet: topics are ordered per partition, not across topics.
+    await conn.execute(
+        "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id, prompt,"
+        " negative_prompt, seed, modifier, modifier_probability, context)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+        " ON CONFLICT (scene_id, shot_number, attempt) DO UPDATE SET prompt = EXCLUDED.prompt,"
+        " negative_prompt = EXCLUDED.negative_prompt, seed = EXCLUDED.seed,"
+        " modifier = EXCLUDED.modifier, modifier_probability = EXCLUDED.modifier_probability,"
+        " context = EXCLUDED.context",
+        v.scene_id, v.shot.shot_number, v.attempt, env.causation_id or env.id, p.prompt,
+        p.negative_prompt, p.seed, p.modifier, p.modifier_probability, p.context,
+    )
+
+
+async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> None:
+    await conn.execute(
+        "UPDATE attempts SET render_status = $4, render_reason = $5, render_ms = $6, backend = $7"
+        " WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
+        v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.render_ms, v.backend,
+    )
+    await conn.executemany(
+        "INSERT INTO frames (scene_id, shot_number, attempt, frame_index, uri, width, height,"
+        " sha256, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
+        [
+            (v.scene_id, v.shot.shot_number, v.attempt, f.index, f.uri, f.width, f.height, f.sha256, env.id)
+            for f in v.frames
+        ],
+    )
+
+
+async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> None:
+    await conn.execute(
+        "INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed,"
+        " final, metrics, scorer_version, device, modifier, context, scored_at, event_id)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+        " ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING",
+        v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.composite, v.passed,
+        is_final(v), json.dumps(v.metrics), v.scorer_version, v.device, v.prompt.modifier,
+        v.prompt.context, env.time, env.id,
+    )
+
+
+async def _learn(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> None:
+    reward = reward_micros(v.composite)
+    row = await conn.fetchrow(
+        "INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
+        " updated_at) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, now())"
+        " ON CONFLICT (context, modifier) DO UPDATE SET"
+        " alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
+        " observations = p.observations + 1, updated_at = now()"
+        " RETURNING alpha_micros, beta_micros, observations",
+        v.prompt.context, v.prompt.modifier, Posterior().alpha_micros, reward, MICROS - reward,
+    )
+    await conn.execute(
+        "INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"
+        " reward, alpha_micros, beta_micros, observations) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+        env.id, v.scene_id, v.shot.shot_number, v.attempt, v.prompt.context, v.prompt.modifier,
+        v.composite, row["alpha_micros"], row["beta_micros"], row["observations"],
+    )

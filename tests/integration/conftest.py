@@ -1,0 +1,86 @@
+"""Fixtures over real Kafka and PostgreSQL: unique topics, groups and database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.integration.harness import kafka_service, postgres_service
+from tower.settings import Settings
+from tower.worker import StageProcesses
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.kafka)
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with kafka_service() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_service() as url:
+        yield url
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test (dropped afterwards)."""
+    name = f"tower_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = postgres_url.rpartition("/")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """TOWER_* settings for one test: its own topics, consumer groups, database and media store."""
+    unique = uuid.uuid4().hex[:8]
+    values = {
+        "TOWER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TOWER_DATABASE_URL": database_url,
+        "TOWER_TOPIC_PREFIX": f"t{unique}.",
+        "TOWER_GROUP_PREFIX": f"t{unique}",
+        "TOWER_MEDIA_DIR": str(tmp_path / "media"),
+        "TOWER_RENDER_WIDTH": "96",
+        "TOWER_RENDER_HEIGHT": "96",
+        "TOWER_COMMIT_INTERVAL_S": "0.5",
+        "TOWER_SCORER_DEVICE": "cpu",
+        "TOWER_LOG_LEVEL": "INFO",
+    }
+    return {**os.environ, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+@pytest.fixture
+def settings(tower_env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("TOWER_").lower(): v for k, v in tower_env.items() if k.startswith("TOWER_")})
+
+
+@pytest.fixture
+def workers(tower_env: dict[str, str], tmp_path: Path) -> Iterator[StageProcesses]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    pool = StageProcesses(tower_env, log_dir)
+    yield pool
+    pool.stop_all()

@@ -1,0 +1,138 @@
+"""A scene through all five agents on the real broker, projected into the real database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import asyncpg
+
+from agents.registry import STAGE_NAMES
+from director.learning import fold_all
+from events.codec import decode_value
+from events.envelope import header_map
+from events.models import QualityScored, SceneRequested
+from events.topics import BY_NAME, TOPICS
+from store.queries import pattern_table
+from tests.integration.harness import read_topic
+from tower.follow import follow_scene, produce, scene_envelope
+
+KAI = "Create a scene where Kai fights the dragon"
+
+
+def kai_request(scene_id: str, **overrides) -> SceneRequested:
+    return SceneRequested(
+        scene_id=scene_id, session_id="session-it", description=KAI, characters=["Kai", "Dragon"], **overrides
+    )
+
+
+async def topic_events(settings, scene_id: str) -> dict[str, list]:
+    """Every event of the scene per topic: (envelope headers, value, record)."""
+    result = {}
+    for spec in TOPICS:
+        records = await read_topic(settings.kafka_bootstrap, settings.topic(spec.name))
+        result[spec.name] = [
+            (header_map(r.headers), decode_value(spec.model, r.value), r)
+            for r in records
+            if r.key == scene_id.encode()
+        ]
+    return result
+
+
+async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings, workers):
+    workers.start(*STAGE_NAMES)
+    await produce(settings, [scene_envelope(kai_request("scene-e2e"))])
+    progress = await follow_scene(settings, "scene-e2e", timeout_s=240)
+    workers.assert_alive()
+    events = await topic_events(settings, "scene-e2e")
+
+    # Every topic carried the scene, and each event names the one it came from.
+    assert all(events[spec.name] for spec in TOPICS), {k: len(v) for k, v in events.items()}
+    by_id = {h["ce_id"]: (topic, h, v) for topic, items in events.items() for h, v, _ in items}
+    expected_parent = {
+        "shot.planned": {"scene.requested", "quality.scored"},  # attempt 1 / retries
+        "prompt.refined": {"shot.planned"},
+        "frame.rendered": {"prompt.refined"},
+        "quality.scored": {"frame.rendered"},
+    }
+    for topic, parents in expected_parent.items():
+        for headers, value, record in events[topic]:
+            parent_topic, parent_headers, _ = by_id[headers["ce_causationid"]]
+            assert parent_topic in parents
+            assert parent_headers["ce_time"] <= headers["ce_time"]
+            assert headers["ce_type"] == BY_NAME[topic].event_type
+            assert headers["ce_correlationid"] == "scene-e2e" and record.key == b"scene-e2e"
+    shot_count = progress.shot_count
+    assert shot_count == 4 and len(progress.finals) == shot_count
+    planned = [v for _, v, _ in events["shot.planned"]]
+    assert sorted(v.shot.shot_number for v in planned if v.attempt == 1) == [1, 2, 3, 4]
+    scored = [v for _, v, _ in events["quality.scored"]]
+    assert all(isinstance(v, QualityScored) and v.status == "ok" and 0 <= v.composite <= 1 for v in scored)
+    # Every retry follows a score under the threshold, within the attempt budget.
+    for retry in (v for v in planned if v.attempt > 1):
+        previous = next(s for s in scored if s.shot.shot_number == retry.shot.shot_number and s.attempt == retry.attempt - 1)
+        assert not previous.passed and retry.attempt <= retry.max_attempts
+
+    # The learner has projected every event exactly once; wait for it to catch up.
+    total = sum(len(v) for v in events.values())
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for _ in range(100):
+            if await conn.fetchval("SELECT count(*) FROM event_log WHERE scene_id = 'scene-e2e'") >= total:
+                break
+            await asyncio.sleep(0.2)
+        logged = Counter(r["event_type"] for r in await conn.fetch("SELECT event_type FROM event_log"))
+        assert logged == Counter({BY_NAME[t].event_type: len(items) for t, items in events.items()})
+        assert await conn.fetchval("SELECT count(*) FROM shots WHERE scene_id = 'scene-e2e'") == shot_count
+        assert await conn.fetchval("SELECT count(*) FROM attempts") == len(planned)
+        assert await conn.fetchval("SELECT count(*) FROM scores") == len(scored)
+        frames = sum(len(v.frames) for _, v, _ in events["frame.rendered"])
+        assert await conn.fetchval("SELECT count(*) FROM frames") == frames
+        db_scores = {(r["shot_number"], r["attempt"]): r["composite"] for r in await conn.fetch("SELECT * FROM scores")}
+        assert db_scores == {(v.shot.shot_number, v.attempt): v.composite for v in scored}
+        assert await conn.fetchval("SELECT scene_count FROM sessions WHERE session_id = 'session-it'") == 1
+
+        # The pattern table changed, and it is exactly the fold of quality.scored.
+        table = await pattern_table(conn)
+        assert table and sum(p.observations for p in table.values()) == len(scored)
+        assert table == fold_all(scored)
+        assert await conn.fetchval("SELECT count(*) FROM pattern_updates") == len(scored)
+    finally:
+        await conn.close()
+
+
+async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings, workers, tower_env, database_url):
+    workers.start(*STAGE_NAMES)
+    await produce(settings, [scene_envelope(kai_request("scene-replay"))])
+    await follow_scene(settings, "scene-replay", timeout_s=240)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        scored = len(await read_topic(settings.kafka_bootstrap, settings.topic("quality.scored")))
+        for _ in range(100):
+            if await conn.fetchval("SELECT count(*) FROM pattern_updates") >= scored:
+                break
+            await asyncio.sleep(0.2)
+        live = await pattern_table(conn)
+
+        # A second learner, a new consumer group from offset 0, over the same database: every
+        # event is recognised, nothing is applied twice.
+        workers.stop_all()
+        workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay"}
+        workers.start("learner")
+        await asyncio.sleep(15)
+        workers.assert_alive()
+        assert await pattern_table(conn) == live
+
+        # From scratch: wipe the learner's tables and replay again into the empty database.
+        workers.stop_all()
+        await conn.execute("TRUNCATE processed_events, event_log, sessions, scenes, shots, attempts,"
+                           " frames, scores, patterns, pattern_updates")
+        workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-rebuild"}
+        workers.start("learner")
+        for _ in range(150):
+            if await conn.fetchval("SELECT count(*) FROM pattern_updates") >= scored:
+                break
+            await asyncio.sleep(0.2)
+        assert await pattern_table(conn) == live
+    finally:
+        await conn.close()

@@ -1,0 +1,107 @@
+import itertools
+import random
+
+import pytest
+
+from director.learning import (
+    MICROS,
+    Posterior,
+    fold,
+    fold_all,
+    is_final,
+    retry_of,
+    thompson_choice,
+)
+from director.refiner import refine
+from events.models import QualityScored
+
+
+def scored(planned, modifier: str, composite: float, *, attempt=1, status="ok", context="ctx") -> QualityScored:
+    refined = refine(planned, {}, width=64, height=64, workflow="w", learner_version="1")
+    prompt = refined.prompt.model_copy(update={"modifier": modifier, "context": context})
+    return QualityScored(
+        **refined.model_dump(exclude={"prompt", "attempt"}),
+        attempt=attempt,
+        prompt=prompt,
+        status=status,
+        composite=composite,
+        passed=composite >= planned.quality_threshold,
+        scorer_version="test",
+        device="cpu",
+    )
+
+
+def test_posterior_update_is_the_fractional_bernoulli_update():
+    post = Posterior().updated(0.75)
+    assert (post.alpha, post.beta, post.observations) == (1.75, 1.25, 1)
+    assert post.mean == pytest.approx(1.75 / 3)
+    assert 0 <= post.lower_bound < post.mean
+
+
+def test_fold_is_order_independent_and_exact(kai_shots):
+    rng = random.Random(7)
+    events = [scored(kai_shots[0], rng.choice("abc"), rng.random(), context=rng.choice("xy")) for _ in range(60)]
+    reference = fold_all(events)
+    for _ in range(5):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        assert fold_all(shuffled) == reference  # bit-for-bit: integer micro-units
+    assert sum(p.observations for p in reference.values()) == 60
+    assert all(p.alpha_micros + p.beta_micros == 2 * MICROS + p.observations * MICROS for p in reference.values())
+
+
+def test_failed_scores_teach_nothing(kai_shots):
+    assert fold({}, scored(kai_shots[0], "a", 0.0, status="failed")) == {}
+
+
+def test_thompson_choice_is_seeded_and_follows_the_evidence():
+    strong = {"good": Posterior(40 * MICROS, 2 * MICROS, 40), "bad": Posterior(2 * MICROS, 40 * MICROS, 40)}
+    choices = [thompson_choice(strong, ["good", "bad"], seed) for seed in range(20)]
+    assert all(c.modifier == "good" for c in choices)
+    assert all(c.probability > 0.95 for c in choices)
+    assert thompson_choice({}, ["a", "b", "c"], 123) == thompson_choice({}, ["a", "b", "c"], 123)
+    picks = {thompson_choice({}, ["a", "b", "c"], seed).modifier for seed in range(40)}
+    assert picks == {"a", "b", "c"}, "with no evidence every arm gets explored"
+    with pytest.raises(ValueError):
+        thompson_choice({}, [], 1)
+
+
+def test_low_scores_retry_with_the_modifier_remembered_until_the_budget_is_spent(kai_shots):
+    planned = kai_shots[0]
+    low = scored(planned, "clean-cel", 0.2)
+    retry = retry_of(low)
+    assert retry is not None and retry.attempt == 2 and retry.tried_modifiers == ["clean-cel"]
+    assert retry.shot == planned.shot and not is_final(low)
+    assert retry_of(scored(planned, "clean-cel", 0.9)) is None
+    last = scored(planned, "clean-cel", 0.2, attempt=planned.max_attempts)
+    assert retry_of(last) is None and is_final(last)
+
+
+def test_refiner_explores_untried_modifiers_on_retry(kai_shots):
+    planned = kai_shots[2]
+    tried = []
+    for attempt in (1, 2, 3):
+        step = planned.model_copy(update={"attempt": attempt, "tried_modifiers": list(tried)})
+        modifier = refine(step, {}, width=64, height=64, workflow="w", learner_version="1").prompt.modifier
+        assert modifier not in tried
+        tried.append(modifier)
+
+
+def test_refinement_is_deterministic_per_scene_shot_attempt_and_version(kai_shots):
+    planned = kai_shots[1]
+    one = refine(planned, {}, width=64, height=64, workflow="w", learner_version="1")
+    assert one == refine(planned, {}, width=64, height=64, workflow="w", learner_version="1")
+    seeds = {
+        refine(planned, {}, width=64, height=64, workflow="w", learner_version=str(v)).prompt.seed
+        for v in range(5)
+    }
+    assert len(seeds) == 5
+    assert "Kai" in one.prompt.prompt and one.prompt.negative_prompt
+    assert one.prompt.context == "close-up|intense|dramatic shadows|w"
+
+
+def test_every_pair_of_modifiers_can_win(kai_shots):
+    names = ["a", "b"]
+    for winner, loser in itertools.permutations(names):
+        table = {winner: Posterior(30 * MICROS, MICROS, 30), loser: Posterior(MICROS, 30 * MICROS, 30)}
+        assert thompson_choice(table, names, 5).modifier == winner

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from director.refiner import refine
+from render.media import attempt_dir, resolve, write_frames
+from render.procedural import render_shot
+
+
+def frames_for(planned, modifier="clean-cel"):
+    refined = refine(planned, {}, width=64, height=48, workflow="procedural-v1", learner_version="1")
+    refined = refined.model_copy(update={"prompt": refined.prompt.model_copy(update={"modifier": modifier})})
+    return render_shot(refined)
+
+
+def mean_abs_change(frames):
+    stack = np.stack(frames).astype(np.float32)
+    return float(np.abs(np.diff(stack, axis=0)).mean())
+
+
+def test_frames_are_deterministic_and_sized(kai_shots):
+    a, b = frames_for(kai_shots[0]), frames_for(kai_shots[0])
+    assert len(a) == kai_shots[0].shot.frame_count
+    assert a[0].shape == (48, 64, 3) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_motion_follows_the_shot_and_the_modifier(kai_shots):
+    still, action = kai_shots[1], kai_shots[3]  # close-up (0.15) vs the clash (1.0)
+    assert mean_abs_change(frames_for(action, "dynamic-action")) > mean_abs_change(frames_for(still, "dynamic-action"))
+    assert mean_abs_change(frames_for(action, "dynamic-action")) > mean_abs_change(frames_for(action, "steady-cinematic"))
+
+
+def test_unknown_modifier_is_a_clear_error(kai_shots):
+    with pytest.raises(ValueError, match="unknown modifier"):
+        frames_for(kai_shots[0], "no-such-modifier")
+
+
+def test_media_store_names_are_safe(tmp_path, kai_shots):
+    rel = attempt_dir("scene:1", 2, 3)
+    assert rel.as_posix() == "scene_1/shot02/attempt3"
+    refs = write_frames(tmp_path, rel, frames_for(kai_shots[0])[:2])
+    assert [r.uri for r in refs] == ["scene_1/shot02/attempt3/frame_0000.png", "scene_1/shot02/attempt3/frame_0001.png"]
+    assert resolve(tmp_path, refs[0].uri).is_file()
+    assert not list((tmp_path / rel).glob(".*.tmp"))
+    with pytest.raises(ValueError, match="escapes"):
+        resolve(tmp_path, "../../etc/passwd")

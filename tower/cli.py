@@ -1,0 +1,291 @@
+"""``tower``: run workers, submit and follow scenes, inspect results, manage topics and schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from director.learning import Posterior
+from agents.registry import STAGE_NAMES
+from events.models import SceneRequested
+from tower.logs import configure_logging
+from tower.settings import Settings, get_settings
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tower",
+        description="Tower: an event-driven anime production director on Kafka. "
+        "Settings come from TOWER_* environment variables (see `tower settings`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser("worker", help="run a stage's Faust worker (or all of them)")
+    worker.add_argument("stage", choices=(*STAGE_NAMES, "all"), help="the stage to run; `all` runs each in a child process")
+
+    submit = sub.add_parser("submit", help="request a scene (produces scene.requested)")
+    submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon"')
+    submit.add_argument("--characters", default="", help="comma-separated names, e.g. Kai,Dragon")
+    submit.add_argument("--session", default=None, help="creative session id (default: a new one)")
+    submit.add_argument("--scene-id", default=None, help="scene id (default: a new one)")
+    submit.add_argument("--style", default="anime")
+    submit.add_argument("--max-attempts", type=int, default=None, help="default: TOWER_MAX_ATTEMPTS")
+    submit.add_argument("--threshold", type=float, default=None, help="default: TOWER_QUALITY_THRESHOLD")
+    submit.add_argument("--follow", action="store_true", help="show progress, then the plan, scores and pattern updates")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds --follow waits (default 600)")
+
+    status = sub.add_parser("status", help="a scene's plan, attempts and scores from PostgreSQL")
+    status.add_argument("scene_id")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    topics = sub.add_parser("topics", help="Kafka topics")
+    topics.add_argument("action", choices=("create", "list"), help="create the declared topics / list them")
+
+    schemas = sub.add_parser("schemas", help="event JSON Schemas")
+    schemas.add_argument("action", choices=("export",))
+    schemas.add_argument("directory", nargs="?", default="schemas", help="output folder (default: schemas/)")
+
+    db = sub.add_parser("db", help="PostgreSQL")
+    db.add_argument("action", choices=("migrate",))
+
+    sub.add_parser("patterns", help="the learned pattern table (posterior mean, lower bound, count)")
+    sub.add_parser("settings", help="print the settings in force")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except (ConnectionError, LookupError, TimeoutError) as exc:
+        print(f"tower: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from tower.worker import run_all, run_stage
+
+    if args.stage == "all":
+        return run_all(settings)
+    run_stage(args.stage, settings)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from tower.follow import describe, end_offsets, follow_scene, new_scene_id, produce, scene_envelope
+
+    scene_id = args.scene_id or new_scene_id()
+    request = SceneRequested(
+        scene_id=scene_id,
+        session_id=args.session or f"session-{scene_id.removeprefix('scene-')}",
+        description=args.description,
+        characters=[c.strip() for c in args.characters.split(",") if c.strip()],
+        style=args.style,
+        max_attempts=args.max_attempts or settings.max_attempts,
+        quality_threshold=settings.quality_threshold if args.threshold is None else args.threshold,
+    )
+
+    async def run() -> int:
+        from tower.kafka import ensure_topics
+
+        await ensure_topics(settings)
+        offsets = await end_offsets(settings) if args.follow else None
+        await produce(settings, [scene_envelope(request)])
+        print(f"submitted {scene_id} (session {request.session_id})", flush=True)
+        if not args.follow:
+            return 0
+        started = time.monotonic()
+        await follow_scene(
+            settings,
+            scene_id,
+            start_offsets=offsets,
+            timeout_s=args.timeout,
+            on_event=lambda topic, value: print(
+                f"  [{time.monotonic() - started:6.1f}s] {topic:<16} {describe(topic, value)}", flush=True
+            ),
+        )
+        report = await wait_for_report(settings, scene_id, timeout_s=60)
+        print_report(report)
+        return 0
+
+    return asyncio.run(run())
+
+
+async def wait_for_report(settings: Settings, scene_id: str, *, timeout_s: float) -> dict[str, Any]:
+    """The scene's report once the learner has projected a final score for every shot."""
+    import asyncpg
+
+    from store.queries import scene_report
+
+    conn = await connect(settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            report = await scene_report(conn, scene_id)
+            if report and report["shots"]:
+                finals = {a["shot_number"] for a in report["attempts"] if a["final"]}
+                if len(finals) >= report["shots"][0]["shot_count"]:
+                    return report
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the learner has not projected scene {scene_id} after {timeout_s:.0f}s")
+            await asyncio.sleep(0.3)
+    except asyncpg.PostgresError as exc:
+        raise ConnectionError(f"reading scene {scene_id} from PostgreSQL failed: {exc}") from exc
+    finally:
+        await conn.close()
+
+
+async def connect(settings: Settings):  # noqa: ANN201 - asyncpg.Connection, imported lazily
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConnectionError(
+            f"cannot connect to PostgreSQL at {settings.database_url!r}: {exc}. Start it with "
+            "`make services` or set TOWER_DATABASE_URL."
+        ) from exc
+
+
+def print_report(report: dict[str, Any]) -> None:
+    scene, shots = report["scene"], report["shots"]
+    print()
+    print(f"Scene {scene['scene_id']}: {scene['description']!r}  (session {scene['session_id']})")
+    if shots:
+        print(f"overall mood: {shots[0]['overall_mood']}   lighting: {shots[0]['lighting_suggestions']}")
+    print()
+    print("Shot plan")
+    print(f"  {'#':>2}  {'camera':<18} {'movement':<14} {'dur':>5}  {'characters':<20} action")
+    for s in shots:
+        chars = ", ".join(s["characters"])
+        print(f"  {s['shot_number']:>2}  {s['camera_angle']:<18} {s['camera_movement']:<14} {s['duration']:>4.1f}s  {chars:<20} {s['action']}")
+    print()
+    print("Quality (every attempt; * = accepted / kept)")
+    print(f"  {'shot':>4} {'try':>3}  {'modifier':<18} {'score':>6} {'ssim':>6} {'motion':>7}  verdict")
+    best: dict[int, dict[str, Any]] = {}
+    for a in report["attempts"]:
+        if a["composite"] is None:
+            continue
+        if a["shot_number"] not in best or a["composite"] > best[a["shot_number"]]["composite"]:
+            best[a["shot_number"]] = a
+    for a in report["attempts"]:
+        if a["composite"] is None:
+            continue
+        metrics = a["metrics"] or {}
+        verdict = "passed" if a["passed"] else (f"failed: {a['score_reason']}" if a["score_status"] == "failed" else "below threshold")
+        mark = "*" if best.get(a["shot_number"]) is a else " "
+        print(
+            f" {mark}{a['shot_number']:>4} {a['attempt']:>3}  {a['modifier'] or '-':<18} {a['composite']:>6.3f} "
+            f"{metrics.get('ssim_mean', float('nan')):>6.3f} {metrics.get('motion_magnitude', float('nan')):>7.4f}  {verdict}"
+        )
+    print()
+    print("Pattern updates (Beta posterior after each score)")
+    for u in report["pattern_updates"]:
+        post = Posterior(u["alpha_micros"], u["beta_micros"], u["observations"])
+        print(
+            f"  {u['context']:<45} {u['modifier']:<18} reward {u['reward']:.3f} -> mean {post.mean:.3f} "
+            f"(lower {post.lower_bound:.3f}, n={post.observations})"
+        )
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from store.queries import scene_report
+
+    async def run() -> int:
+        conn = await connect(settings)
+        try:
+            report = await scene_report(conn, args.scene_id)
+        finally:
+            await conn.close()
+        if report is None:
+            print(f"tower: no scene {args.scene_id!r} in {settings.database_url}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(report, default=str, indent=2))
+        else:
+            print_report(report)
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from tower.kafka import declared_topics, ensure_topics
+
+    if args.action == "create":
+        created = asyncio.run(ensure_topics(settings))
+        print(f"created {len(created)} topic(s): {', '.join(created)}" if created else "all topics exist")
+    else:
+        for topic in declared_topics(settings):
+            print(f"{topic.name:<32} partitions={topic.num_partitions} retention.ms={topic.topic_configs['retention.ms']}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from events.schemas import export_schemas
+
+    for path in export_schemas(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from store.migrate import migrate
+
+    async def run() -> int:
+        conn = await connect(settings)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
+    from store.queries import pattern_table
+
+    async def run() -> int:
+        conn = await connect(settings)
+        try:
+            table = await pattern_table(conn)
+        finally:
+            await conn.close()
+        print(f"{'context':<45} {'modifier':<18} {'mean':>6} {'lower':>6} {'n':>4}")
+        for (context, modifier), post in sorted(table.items(), key=lambda kv: -kv[1].mean):
+            print(f"{context:<45} {modifier:<18} {post.mean:>6.3f} {post.lower_bound:>6.3f} {post.observations:>4}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    for name, value in settings.model_dump().items():
+        print(f"TOWER_{name.upper()}={value}")
+    return 0
+
+
+COMMANDS = {
+    "worker": cmd_worker,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "topics": cmd_topics,
+    "schemas": cmd_schemas,
+    "db": cmd_db,
+    "patterns": cmd_patterns,
+    "settings": cmd_settings,
+}
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,160 @@
+"""Submitting a scene and following it through the topics until every shot has a final score."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from director.learning import is_final
+from events.codec import Malformed, decode_value
+from events.envelope import Envelope, new_event_id
+from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
+from events.topics import BY_NAME, SCENE_REQUESTED, TOPICS
+from tower.settings import Settings
+
+
+def new_scene_id() -> str:
+    return f"scene-{uuid.uuid4().hex[:12]}"
+
+
+def scene_envelope(request: SceneRequested, source: str = "tower/cli") -> Envelope[SceneRequested]:
+    return Envelope(
+        id=new_event_id(),
+        source=source,
+        type=SCENE_REQUESTED.event_type,
+        scene_id=request.scene_id,
+        session_id=request.session_id,
+        value=request,
+    )
+
+
+async def produce(settings: Settings, envelopes: list[Envelope]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="tower-cli")
+    await producer.start()
+    try:
+        for envelope in envelopes:
+            spec = next(s for s in TOPICS if s.model is type(envelope.value))
+            await producer.send_and_wait(
+                settings.topic(spec.name), envelope.encode_value(), key=envelope.key, headers=envelope.headers()
+            )
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class SceneProgress:
+    """What the topics have said about one scene so far."""
+
+    scene_id: str
+    shot_count: int | None = None
+    finals: dict[int, QualityScored] = field(default_factory=dict)
+    events: list[tuple[str, object]] = field(default_factory=list)
+
+    def observe(self, topic: str, value: object) -> None:
+        self.events.append((topic, value))
+        if isinstance(value, ShotPlanned):
+            self.shot_count = value.shot.shot_count
+        if isinstance(value, QualityScored) and is_final(value):
+            self.finals[value.shot.shot_number] = value
+
+    @property
+    def done(self) -> bool:
+        return self.shot_count is not None and len(self.finals) >= self.shot_count
+
+
+def describe(topic: str, value: object) -> str:
+    if isinstance(value, SceneRequested):
+        return f"scene requested: {value.description!r}"
+    if isinstance(value, ShotPlanned):
+        s = value.shot
+        return f"shot {s.shot_number}/{s.shot_count} attempt {value.attempt}: planned {s.camera_angle}, {s.duration}s, {s.action}"
+    if isinstance(value, PromptRefined):
+        return (f"shot {value.shot.shot_number} attempt {value.attempt}: prompt refined, modifier "
+                f"{value.prompt.modifier} (p={value.prompt.modifier_probability:.2f})")
+    if isinstance(value, FrameRendered):
+        what = f"{len(value.frames)} frames in {value.render_ms:.0f} ms" if value.status == "ok" else f"FAILED: {value.reason}"
+        return f"shot {value.shot.shot_number} attempt {value.attempt}: rendered {what}"
+    if isinstance(value, QualityScored):
+        verdict = "accepted" if value.passed else ("final" if is_final(value) else "retrying")
+        return (f"shot {value.shot.shot_number} attempt {value.attempt}: scored {value.composite:.3f} "
+                f"({value.status}, {verdict})")
+    return f"{topic}: {value!r}"
+
+
+async def follow_scene(
+    settings: Settings,
+    scene_id: str,
+    *,
+    start_offsets: dict[TopicPartition, int] | None = None,
+    timeout_s: float = 300.0,
+    on_event: Callable[[str, object], None] | None = None,
+) -> SceneProgress:
+    """Read the five topics from ``start_offsets`` (default: the beginning) until the scene is
+    done; raise :class:`TimeoutError` naming the shots still open when ``timeout_s`` passes."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-follow"
+    )
+    await consumer.start()
+    progress = SceneProgress(scene_id)
+    try:
+        partitions = await topic_partitions(consumer, settings)
+        consumer.assign(partitions)
+        for tp in partitions:
+            if start_offsets and tp in start_offsets:
+                consumer.seek(tp, start_offsets[tp])
+            else:
+                await consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout_s
+        key = scene_id.encode()
+        while not progress.done:
+            if time.monotonic() > deadline:
+                open_shots = sorted(set(range(1, (progress.shot_count or 0) + 1)) - set(progress.finals))
+                raise TimeoutError(
+                    f"scene {scene_id} not finished after {timeout_s:.0f}s; shots without a final "
+                    f"score: {open_shots or 'plan not seen yet'}. Are the workers running (`tower worker all`)?"
+                )
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                spec = BY_NAME[tp.topic[len(settings.topic_prefix):]]
+                for record in records:
+                    if record.key != key:
+                        continue
+                    value = decode_value(spec.model, record.value)
+                    if isinstance(value, Malformed):
+                        continue
+                    progress.observe(spec.name, value)
+                    if on_event:
+                        on_event(spec.name, value)
+        return progress
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
+    partitions = []
+    for spec in TOPICS:
+        name = settings.topic(spec.name)
+        for _ in range(50):
+            found = consumer.partitions_for_topic(name)
+            if found:
+                break
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            await asyncio.sleep(0.1)
+        else:
+            raise LookupError(f"topic {name!r} does not exist; run `tower topics create`")
+        partitions.extend(TopicPartition(name, p) for p in sorted(found))
+    return partitions
+
+
+async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(await topic_partitions(consumer, settings))
+    finally:
+        await consumer.stop()

@@ -1,0 +1,59 @@
+"""One typed settings object; every field is an env var with the ``TOWER_`` prefix.
+
+The README's settings table lists the same fields; ``tower settings`` prints the values in force.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOWER_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port].")
+    database_url: str = Field(
+        "postgresql://tower@127.0.0.1:5433/tower", description="PostgreSQL URL (asyncpg/libpq form)."
+    )
+    topic_prefix: str = Field("", description="Prefix for every topic name (tenants, tests).")
+    group_prefix: str = Field("tower", description="Prefix of each stage's Faust app id = consumer group.")
+    media_dir: Path = Field(Path("media"), description="Root of the media store (rendered frames).")
+
+    render_backend: Literal["procedural"] = Field(
+        "procedural", description="Render backend: `procedural` is the built-in CPU renderer."
+    )
+    render_width: int = Field(256, ge=32, le=4096, description="Frame width in pixels.")
+    render_height: int = Field(256, ge=32, le=4096, description="Frame height in pixels.")
+    render_fps: int = Field(4, ge=1, le=60, description="Frames per second of a rendered shot.")
+
+    scorer_device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="Scoring device: `auto` takes CUDA when there is one."
+    )
+    quality_threshold: float = Field(
+        0.6, ge=0, le=1, description="Composite score under which a shot is retried (per scene default)."
+    )
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempt budget per shot (per scene default).")
+    learner_version: str = Field("1", description="Seeds the refiner's sampling; bump to re-explore.")
+
+    handler_retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-lettering.")
+    handler_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles per retry.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often agents commit consumer offsets.")
+
+    log_level: str = Field("INFO", description="Log level of workers and CLI.")
+    log_format: Literal["json", "console"] = Field("console", description="`json` for log shippers.")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def app_id(self, stage: str) -> str:
+        return f"{self.group_prefix}-{stage}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

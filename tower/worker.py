@@ -1,0 +1,114 @@
+"""Running stages: one stage per process (`tower worker planner`), or all of them for development."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faust
+
+from agents.registry import STAGE_NAMES, stage_class
+from agents.runtime import build_app
+from tower.kafka import ensure_topics
+from tower.settings import Settings
+
+
+def run_stage(name: str, settings: Settings) -> None:
+    """Run one stage's Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
+    asyncio.run(ensure_topics(settings))
+    stage = stage_class(name)(settings)
+    app = build_app(stage, settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker.execute_from_commandline()
+
+
+class StageProcesses:
+    """Stage workers as child processes (``python -m tower worker NAME``), one per stage.
+
+    Separate processes keep each stage's consumer group, event loop and CPU-bound work (render,
+    score) apart, exactly as in production. Used by ``tower worker all``, the tests and the
+    benchmarks.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.starts: dict[str, int] = {}
+
+    def start(self, *stages: str) -> None:
+        for stage in stages:
+            self.starts[stage] = self.starts.get(stage, 0) + 1
+            output = None
+            if self.log_dir is not None:
+                output = open(self.log_dir / f"{stage}.{self.starts[stage]}.log", "w")  # noqa: SIM115 - the child owns it
+            self.procs[stage] = subprocess.Popen(
+                [sys.executable, "-m", "tower", "worker", stage],
+                env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
+                start_new_session=self.log_dir is not None,
+            )
+
+    def kill(self, stage: str) -> None:
+        """SIGKILL: no shutdown hooks, no final offset commit, exactly like a crash."""
+        proc = self.procs.pop(stage)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def exited(self) -> dict[str, int]:
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    def assert_alive(self) -> None:
+        dead = self.exited()
+        assert not dead, f"workers exited: {dead}\n{self.tail()}"
+
+    def tail(self, lines: int = 15) -> str:
+        if self.log_dir is None:
+            return ""
+        out = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            out.append(f"--- {path.name}")
+            out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(out)
+
+    def stop_all(self, timeout_s: float = 20.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def run_all(settings: Settings) -> int:
+    """Every stage in its own child process, stopped together; if one dies, all stop."""
+    asyncio.run(ensure_topics(settings))
+    children = StageProcesses()
+    children.start(*STAGE_NAMES)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    exit_code = 0
+    try:
+        while not stopping:
+            for name, code in children.exited().items():
+                print(f"tower: worker {name} exited with {code}; stopping the others", file=sys.stderr)
+                exit_code = code or 1
+                stopping = True
+            time.sleep(0.2)
+    finally:
+        children.stop_all()
+    return exit_code
