@@ -146,25 +146,31 @@ class StageRunner:
             await delivery
 
     async def dead_letter(self, message: Any, origin: Origin, error_class: str, reason: str) -> None:
-        headers = list(header_map(message.headers).items()) + [
-            ("dlq_original_topic", origin.topic),
-            ("dlq_original_partition", str(origin.partition)),
-            ("dlq_original_offset", str(origin.offset)),
-            ("dlq_error_class", error_class),
-            ("dlq_error_message", reason[:4000]),
-            ("dlq_consumer", origin.consumer),
-            ("dlq_failed_at", datetime.now(UTC).isoformat()),
-        ]
         topic = self._topic(dead_letter_topic(origin.topic))
         raw = message.value if isinstance(message.value, bytes | bytearray) else b""
         delivery = await topic.send(
-            key=message.key, value=bytes(raw), headers=[(k, v.encode()) for k, v in headers], force=True
+            key=message.key, value=bytes(raw), headers=dead_letter_headers(message.headers, origin, error_class, reason),
+            force=True,
         )
         await delivery
         log.warning(
             "dead-lettered: %s: %s", error_class, reason,
             extra={"stage": self.stage.name, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
         )
+
+
+def dead_letter_headers(original: Any, origin: Origin, error_class: str, reason: str) -> list[tuple[str, bytes]]:
+    """The original headers plus where the message came from and why it failed."""
+    headers = list(header_map(original).items()) + [
+        ("dlq_original_topic", origin.topic),
+        ("dlq_original_partition", str(origin.partition)),
+        ("dlq_original_offset", str(origin.offset)),
+        ("dlq_error_class", error_class),
+        ("dlq_error_message", reason[:4000]),
+        ("dlq_consumer", origin.consumer),
+        ("dlq_failed_at", datetime.now(UTC).isoformat()),
+    ]
+    return [(name, value.encode()) for name, value in headers]
 
 
 def _shot_fields(value: Any) -> dict[str, Any]:

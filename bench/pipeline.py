@@ -90,7 +90,7 @@ async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             ends = await consumer.end_offsets(parts)
-            while any(await consumer.position(tp) < ends[tp] for tp in parts):
+            while any([await consumer.position(tp) < ends[tp] for tp in parts]):
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for r in records:
                         if r.key and r.key.decode() in scene_ids:

@@ -81,7 +81,8 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int = 0, timeout_s: 
             batches = await consumer.getmany(timeout_ms=300)
             for batch in batches.values():
                 records.extend(batch)
-            caught_up = all(await consumer.position(tp) >= ends[tp] for tp in partitions)
+            positions = [await consumer.position(tp) for tp in partitions]
+            caught_up = all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True))
             if caught_up and (len(records) >= expect or time.monotonic() > deadline):
                 return records
     finally:
