@@ -18,9 +18,10 @@ export TOWER_DATABASE_URL ?= postgresql://tower@127.0.0.1:$(TOWER_PG_PORT)/tower
 
 KAFKACTL := infra/kafka/kafkactl
 PGCTL := infra/postgres/pgctl
+COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop test test-unit test-integration demo bench bench-scoring bench-scoring-gpu schemas clean
+.PHONY: help venv services stop test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-comfy schemas clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,14 +46,23 @@ stop:  ## stop Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-test: venv services  ## unit + integration tests against real Kafka and PostgreSQL
+test: venv services  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv  ## the pure-logic tests only (no services)
-	$(PY) -m pytest -q -m "not kafka and not postgres" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 test-integration: venv services  ## the tests that need Kafka and PostgreSQL
-	$(PY) -m pytest -q -m "kafka or postgres" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "(kafka or postgres) and not comfyui" $(PYTEST_ARGS)
+
+test-comfyui: venv services  ## ComfyUI client tests (fake server + real ComfyUI the suite starts and stops)
+	$(PY) -m pytest -q tests/unit/comfy tests/comfyui $(PYTEST_ARGS)
+
+comfyui:  ## start a local ComfyUI 0.3.75 (own venv; first run ~2 min, ~6 GB)
+	@$(COMFYCTL) start
+
+comfyui-stop:  ## stop the local ComfyUI
+	-@$(COMFYCTL) stop
 
 demo: venv  ## start everything, run "Kai fights the dragon" end to end, stop what it started
 	PY=$(PY) scripts/demo.sh
@@ -62,6 +72,9 @@ bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring
+
+bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
+	$(PY) -m bench.comfy_overhead
 
 schemas: venv  ## export the event JSON Schemas to schemas/
 	$(PY) -m tower schemas export schemas

@@ -20,6 +20,11 @@ class Renderer(Stage):
     async def start(self) -> None:
         self.backend = backend_for(self.settings)
 
+    async def stop(self) -> None:
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
+
     async def handle(self, envelope: Envelope[PromptRefined], origin: Origin) -> list[Envelope]:
         assert self.backend is not None, "Renderer.start() builds the backend before the first event"
         rendered = await render(self.backend, envelope.value, Path(self.settings.media_dir))

@@ -29,6 +29,18 @@ def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
     )
 
 
+def unscored_event(rendered: FrameRendered, reason: str, device: str) -> QualityScored:
+    """A failed score for frames that could not be scored at all (the render failed)."""
+    return QualityScored(
+        **rendered.model_dump(exclude={"status", "reason", "backend", "frames", "render_ms"}),
+        status="failed",
+        reason=reason,
+        frame_count=len(rendered.frames),
+        scorer_version=SCORER_VERSION,
+        device=device,
+    )
+
+
 class ScorerStage(Stage):
     name = "scorer"
     inputs = (FRAME_RENDERED,)
@@ -40,18 +52,16 @@ class ScorerStage(Stage):
     async def handle(self, envelope: Envelope[FrameRendered], origin: Origin) -> list[Envelope]:
         assert self.scorer is not None, "ScorerStage.start() builds the scorer before the first event"
         rendered = envelope.value
+        device = str(self.scorer.device)
         if rendered.status != "ok":
-            failed = ShotScore.failed(f"render failed: {rendered.reason}", device=self.scorer.device)
-            return [envelope.derive(scored_event(rendered, failed), source=self.source)]
+            failed = unscored_event(rendered, f"render failed: {rendered.reason}", device)
+            return [envelope.derive(failed, source=self.source)]
         root = Path(self.settings.media_dir)
         try:
             paths = [resolve(root, frame.uri) for frame in sorted(rendered.frames, key=lambda f: f.index)]
         except ValueError as exc:
-            failed = ShotScore.failed(str(exc), device=self.scorer.device)
-            return [envelope.derive(scored_event(rendered, failed), source=self.source)]
+            return [envelope.derive(unscored_event(rendered, str(exc), device), source=self.source)]
         shot = ShotInput(frames=paths, expected_motion=rendered.shot.expected_motion)
         [score] = await asyncio.to_thread(self.scorer.score_shots, [shot])
         return [envelope.derive(scored_event(rendered, score), source=self.source)]
 
-
-__all__ = ["SCORER_VERSION", "ScorerStage", "scored_event"]

@@ -25,7 +25,7 @@ MODIFIERS: dict[str, Modifier] = {
         Modifier("dynamic-action", "dynamic action lines, speed lines, motion blur, dramatic pose",
                  "static pose, stiff", motion_gain=1.5, jitter=0.03, cfg_delta=0.5),
         Modifier("steady-cinematic", "steady cinematic camera, stable composition, film still",
-                 "camera shake, flicker", motion_gain=0.5, jitter=0.01, cfg_delta=-0.5),
+                 "camera shake, flicker", motion_gain=0.35, jitter=0.01, cfg_delta=-0.5),
         Modifier("clean-cel", "clean cel shading, crisp lineart, flat colours",
                  "sketchy lines, noise", motion_gain=1.0, jitter=0.02),
         Modifier("painterly-detail", "painterly background, intricate detail, rich texture",

@@ -48,6 +48,11 @@ class ProceduralBackend:
 def backend_for(settings: Settings) -> RenderBackend:
     if settings.render_backend == "procedural":
         return ProceduralBackend()
+    if settings.render_backend == "comfyui":
+        # Imported here: render.comfyui imports RenderError from this module.
+        from render.comfyui import ComfyBackend
+
+        return ComfyBackend.from_settings(settings)
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 
@@ -55,6 +60,10 @@ def workflow_name(settings: Settings) -> str:
     """The workflow/model version part of a pattern's context, without building the backend."""
     if settings.render_backend == "procedural":
         return procedural.WORKFLOW
+    if settings.render_backend == "comfyui":
+        from render.comfyui import comfy_workflow_name
+
+        return comfy_workflow_name(settings)
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 

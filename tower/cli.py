@@ -171,7 +171,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {s['shot_number']:>2}  {s['camera_angle']:<18} {s['camera_movement']:<14} {s['duration']:>4.1f}s  {chars:<20} {s['action']}")
     print()
     print("Quality (every attempt; * = accepted / kept)")
-    print(f"  {'shot':>4} {'try':>3}  {'modifier':<18} {'score':>6} {'ssim':>6} {'motion':>7}  verdict")
+    print(f"  {'shot':>4} {'try':>3}  {'modifier':<18} {'score':>6} {'ssim':>6} {'motion':>7} {'consist':>7}  verdict")
     best: dict[int, dict[str, Any]] = {}
     for a in report["attempts"]:
         if a["composite"] is None:
@@ -186,7 +186,7 @@ def print_report(report: dict[str, Any]) -> None:
         mark = "*" if best.get(a["shot_number"]) is a else " "
         print(
             f" {mark}{a['shot_number']:>4} {a['attempt']:>3}  {a['modifier'] or '-':<18} {a['composite']:>6.3f} "
-            f"{metrics.get('ssim_mean', float('nan')):>6.3f} {metrics.get('motion_magnitude', float('nan')):>7.4f}  {verdict}"
+            f"{metrics.get('ssim_mean', float('nan')):>6.3f} {metrics.get('motion_level', float('nan')):>7.3f} {metrics.get('consistency', float('nan')):>7.3f}  {verdict}"
         )
     print()
     print("Pattern updates (Beta posterior after each score)")

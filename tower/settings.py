@@ -24,8 +24,23 @@ class Settings(BaseSettings):
     group_prefix: str = Field("tower", description="Prefix of each stage's Faust app id = consumer group.")
     media_dir: Path = Field(Path("media"), description="Root of the media store (rendered frames).")
 
-    render_backend: Literal["procedural"] = Field(
-        "procedural", description="Render backend: `procedural` is the built-in CPU renderer."
+    render_backend: Literal["procedural", "comfyui"] = Field(
+        "procedural",
+        description="Render backend: `procedural` is the built-in CPU renderer, `comfyui` renders on "
+        "ComfyUI servers (docs/COMFYUI.md).",
+    )
+    comfy_urls: str = Field(
+        "http://127.0.0.1:8188", description="ComfyUI servers of the comfyui backend, comma-separated base URLs."
+    )
+    comfy_workflow: Path | None = Field(
+        None, description="Workflow template (API- or UI-format JSON); unset: the built-in model-free template."
+    )
+    comfy_timeout_s: float = Field(
+        600.0, gt=0, description="Deadline of one ComfyUI render, retries included; then it is interrupted and dequeued."
+    )
+    comfy_max_in_flight: int = Field(2, ge=1, description="Jobs queued or running at once per ComfyUI server.")
+    comfy_references_dir: Path | None = Field(
+        None, description="Character reference images (<character>.png|jpg|webp) uploaded into LoadImage nodes."
     )
     render_width: int = Field(256, ge=32, le=4096, description="Frame width in pixels.")
     render_height: int = Field(256, ge=32, le=4096, description="Frame height in pixels.")
@@ -43,6 +58,9 @@ class Settings(BaseSettings):
     handler_retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-lettering.")
     handler_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles per retry.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often agents commit consumer offsets.")
+    session_timeout_s: float = Field(
+        30.0, gt=0, description="Consumer session timeout: how soon a crashed worker's partitions move on."
+    )
 
     log_level: str = Field("INFO", description="Log level of workers and CLI.")
     log_format: Literal["json", "console"] = Field("console", description="`json` for log shippers.")

@@ -1,4 +1,6 @@
-"""Fixtures over real Kafka and PostgreSQL: unique topics, groups and database per test."""
+"""Fixtures over real Kafka and PostgreSQL (used by tests/integration and tests/comfyui):
+unique topics, consumer groups, database and media folder per test. Services start only when a
+test asks for them."""
 
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from tower.worker import StageProcesses
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/integration" in item.nodeid:
-            item.add_marker(pytest.mark.integration)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "kafka_bootstrap" in fixtures or "settings" in fixtures:
             item.add_marker(pytest.mark.kafka)
+            item.add_marker(pytest.mark.integration)
+        if "postgres_url" in fixtures or "database_url" in fixtures:
             item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +71,7 @@ def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[s
         "TOWER_RENDER_WIDTH": "96",
         "TOWER_RENDER_HEIGHT": "96",
         "TOWER_COMMIT_INTERVAL_S": "0.5",
+        "TOWER_SESSION_TIMEOUT_S": "8",
         "TOWER_SCORER_DEVICE": "cpu",
         "TOWER_LOG_LEVEL": "INFO",
     }

@@ -1,0 +1,475 @@
+"""Benchmark of Tower's SSIM path against other SSIM implementations, and of the Scorer.
+
+Run ``python -m bench.scoring`` (``make bench-scoring``) on CPU, or
+``python -m bench.scoring --gpu`` on a CUDA machine. Results are written to the
+``## Scoring`` section of docs/BENCHMARKS.md between the markers
+``<!-- scoring:begin -->`` / ``<!-- scoring:end -->`` (GPU:
+``<!-- scoring-gpu:begin -->`` / ``<!-- scoring-gpu:end -->``); the rest of the
+file is left as it is.
+
+Method (CPU):
+
+* Workload: 33 frames of 3x512x512 float32 in [0, 1] (a band-limited texture
+  panning 2 px/frame), i.e. 32 consecutive pairs, identical for every contender.
+* Every torch contender runs with the same ``torch.set_num_threads`` (default:
+  all cores). scikit-image is NumPy/SciPy and single-threaded by design.
+* One warm-up call, then ``--repeats`` timed calls per contender, interleaved
+  round-robin so that load from other processes hits all contenders alike;
+  the median is reported as pairs/s.
+* Peak memory: each contender runs again in a fresh subprocess with glibc's
+  ``MALLOC_MMAP_THRESHOLD_=65536``, so that every large buffer is its own mmap
+  and is returned to the OS on free (RSS then tracks live memory instead of
+  the allocator's cache). After a warm-up call the peak-RSS counter is reset
+  (``/proc/self/clear_refs`` = 5); the reported peak is ``VmHWM`` after one call
+  minus ``VmRSS`` before it: every byte the call had live at its high point,
+  torch and NumPy alike (tracemalloc would miss torch's allocations). Divided
+  by 32 pairs for the per-pair figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+N_FRAMES = 33
+SIZE = 512
+PAIRS = N_FRAMES - 1
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = ROOT / "docs" / "BENCHMARKS.md"
+
+
+# ------------------------------------------------------------------ workload
+
+
+def make_frames(n: int = N_FRAMES, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    """[n, size, size, 3] uint8: a band-limited colour texture panning 2 px/frame."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((size, size, 3)).astype(np.float32)
+    tex = cv2.GaussianBlur(noise, (0, 0), 3.0)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    frames = [np.roll(tex, shift=(t * 2, t), axis=(1, 0)) for t in range(n)]
+    return (np.stack(frames) * 255.0 + 0.5).astype(np.uint8)
+
+
+def float_frames(u8: np.ndarray) -> torch.Tensor:
+    """Float [N, 3, H, W] contiguous NCHW (the layout a generic caller would pass)."""
+    return torch.from_numpy(u8).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+# --------------------------------------------------------------- contenders
+
+
+def _contenders() -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """name -> (border convention, fn(frames[N,3,H,W]) -> per-pair SSIM [N-1])."""
+    from scoring import ssim_pairs
+
+    out: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+        "tower ssim_pairs": ("reflect (torchmetrics)", lambda x: ssim_pairs(x, 1.0)),
+        "tower ssim_pairs, one pass": ("reflect (torchmetrics)", lambda x: ssim_pairs(x, 1.0, chunk_frames=x.shape[0])),
+    }
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm
+
+    out["torchmetrics"] = (
+        "reflect",
+        lambda x: tm(x[:-1], x[1:], data_range=1.0, reduction="none"),
+    )
+    try:
+        import pytorch_msssim
+
+        out["pytorch-msssim"] = (
+            "valid (no padding)",
+            lambda x: pytorch_msssim.ssim(x[:-1], x[1:], data_range=1.0, size_average=False, win_size=11, win_sigma=1.5),
+        )
+    except ImportError:
+        pass
+    try:
+        import kornia
+
+        out["kornia"] = (
+            "reflect",
+            lambda x: kornia.metrics.ssim(x[:-1], x[1:], 11, max_val=1.0, eps=0.0).mean(dim=(1, 2, 3)),
+        )
+    except ImportError:
+        pass
+    try:
+        from skimage.metrics import structural_similarity
+
+        def sk(x: torch.Tensor) -> torch.Tensor:
+            a = x.numpy()
+            vals = [
+                structural_similarity(a[i], a[i + 1], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                      data_range=1.0, channel_axis=0)
+                for i in range(a.shape[0] - 1)
+            ]
+            return torch.tensor(vals)
+
+        out["scikit-image (1 thread)"] = ("scipy reflect, 5 px border cropped", sk)
+    except ImportError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ memory
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _peak_of(fn: Callable[[], object]) -> int:
+    """Peak extra RSS of one call (see module docstring)."""
+    fn()  # warm-up: lazy imports, kernel selection, thread pools
+    base = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return max(0, _status("VmHWM") - base)
+
+
+def _measure_memory_child(name: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    u8 = make_frames()
+    if name == "tower Scorer end to end":
+        from scoring import Scorer, ScorerConfig, ShotInput
+
+        with tempfile.TemporaryDirectory() as d:
+            paths = _write_pngs(u8, Path(d))
+            with Scorer(ScorerConfig(device="cpu")) as scorer:
+                peak = _peak_of(lambda: scorer.score_shots([ShotInput(paths, expected_motion=0.5)]))
+    else:
+        x = float_frames(u8)
+        fn = _contenders()[name][1]
+        peak = _peak_of(lambda: fn(x))
+    print(json.dumps({"peak": peak}))
+
+
+def measure_memory(name: str, threads: int) -> int | None:
+    """Run the memory measurement for one contender in a fresh process."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scoring", "--memory-child", name, "--threads", str(threads)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        print(f"memory measurement of {name!r} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak"])
+
+
+# ------------------------------------------------------------------ timing
+
+
+def _write_pngs(u8: np.ndarray, folder: Path) -> list[Path]:
+    import cv2
+
+    paths = []
+    for i, f in enumerate(u8):
+        p = folder / f"{i:04d}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        paths.append(p)
+    return paths
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call, warm-up first, contenders interleaved per repeat."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@dataclass
+class Row:
+    name: str
+    border: str
+    seconds: float
+    max_abs_diff: float | None
+    peak_bytes: int | None
+
+
+def run_cpu(repeats: int, threads: int, with_memory: bool) -> tuple[list[Row], dict[str, str]]:
+    torch.set_num_threads(threads)
+    u8 = make_frames()
+    x = float_frames(u8)
+    contenders = _contenders()
+    oracle = contenders["torchmetrics"][1](x)
+    diffs = {k: float((fn(x).double() - oracle.double()).abs().max()) for k, (_, fn) in contenders.items()}
+    secs = interleaved_medians({k: (lambda fn=fn: fn(x)) for k, (_, fn) in contenders.items()}, repeats)
+
+    from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput
+
+    with tempfile.TemporaryDirectory() as d, Scorer(ScorerConfig(device="cpu")) as scorer:
+        paths = _write_pngs(u8, Path(d))
+        shot = [ShotInput(paths, expected_motion=0.5)]
+        result = scorer.score_shots(shot)[0]
+        if result.status != "ok":
+            raise RuntimeError(f"scorer failed on benchmark frames: {result.reason}")
+        e2e = interleaved_medians({"e2e": lambda: scorer.score_shots(shot)}, max(1, repeats // 2 + 1))["e2e"]
+        workers = scorer.config.resolved_workers()
+
+    rows = [Row(k, contenders[k][0], secs[k], diffs[k], None) for k in contenders]
+    rows.append(Row("tower Scorer end to end", "PNG files in, ShotScore out", e2e, None, None))
+    if with_memory:
+        for r in rows:
+            r.peak_bytes = measure_memory(r.name, threads)
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+        "torch": torch.__version__,
+        "threads": str(threads),
+        "workers": str(workers),
+        "scorer_version": SCORER_VERSION,
+        "python": platform.python_version(),
+    }
+    return rows, info
+
+
+# -------------------------------------------------------------------- GPU
+
+
+def ssim_traffic_bytes(c: int, h: int, w: int, itemsize: int = 4) -> dict[str, float]:
+    """Bytes through device memory per consecutive pair of a long shot, counted
+    as reads + writes of every op that scoring.ssim._consecutive_chunk and
+    scoring.frames.to_device_float run (one frame's per-frame work plus one
+    pair's work). The derivation is spelled out in docs/SCORING.md."""
+    u = c * h * w * itemsize  # one float map
+    p = c * (h + 10) * (w + 10) * itemsize  # one reflect-padded float map
+    hp = c * h * (w + 10) * itemsize  # a map after the vertical blur pass
+    u8 = c * h * w  # one uint8 frame
+    conversion = (u8 + u) + 2 * u  # uint8 -> float32, then in-place / 255
+    per_frame = (
+        u  # chunk mean (shift)
+        + (u + p) + 2 * p  # reflect pad, in-place shift
+        + 2 * p + 4 * p  # x*x, cat([x, x^2])
+        + (2 * p + 2 * hp) + (2 * hp + 2 * u)  # separable blur of the 2-map stack
+        + 2 * u  # mu_s^2
+        + 3 * u + 2 * u + 2 * u  # var = clamp(E x^2 - mu_s^2) + c2/2
+        + 2 * u  # mu = mu_s + shift
+        + 2 * u + 2 * u  # a = mu^2 + c1/2
+    )
+    per_pair = (
+        3 * p  # x_i * x_j
+        + (p + hp) + (hp + u)  # separable blur of 1 map
+        + 3 * u + 3 * u + 2 * u  # mu_s,i mu_s,j; 2 E[xy] - 2 (.); + c2
+        + 3 * u + 2 * u + 3 * u  # mu_i mu_j; c1 + 2 (.); multiply
+        + 3 * u + 3 * u + 3 * u  # a_i + a_j; b_i + b_j; multiply
+        + 3 * u + u  # divide; mean
+    )
+    return {
+        "kernel": float(per_frame + per_pair),
+        "conversion": float(conversion),
+        "fused_minimum": float(u8),  # read each uint8 frame once, write one scalar
+        "upload": float(u8),  # uint8 frame over PCIe, once per frame
+    }
+
+
+def run_gpu(device: torch.device, repeats: int) -> tuple[list[tuple[str, float]], dict[str, str]]:
+    """Pairs/s on the device: kernel only (frames resident) and end to end from host uint8.
+
+    Device-agnostic so it can be exercised on CPU; ``main`` only calls it for CUDA.
+    """
+    from scoring import ssim_pairs
+    from scoring.frames import to_device_float
+
+    is_cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if is_cuda:
+            torch.cuda.synchronize(device)
+
+    u8 = make_frames()
+    frames_list = list(u8)
+    resident = to_device_float(frames_list, device)
+
+    def kernel() -> None:
+        ssim_pairs(resident, 1.0)
+        sync()
+
+    def end_to_end() -> None:
+        ssim_pairs(to_device_float(frames_list, device), 1.0).cpu()
+        sync()
+
+    # Memory bandwidth actually achievable on this card: a large device copy
+    # (read + write). Host->device bandwidth from pinned memory.
+    big = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(big)
+    host = torch.empty(big.numel(), dtype=torch.uint8).pin_memory() if is_cuda else torch.empty_like(big)
+
+    def d2d() -> None:
+        dst.copy_(big)
+        sync()
+
+    def h2d() -> None:
+        dst.copy_(host, non_blocking=True)
+        sync()
+
+    secs = interleaved_medians({"kernel": kernel, "e2e": end_to_end, "d2d": d2d, "h2d": h2d}, repeats)
+    dev_bw = 2 * big.numel() / secs["d2d"]
+    h2d_bw = big.numel() / secs["h2d"]
+    traffic = ssim_traffic_bytes(3, SIZE, SIZE)
+    peak = None
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        kernel()
+        peak = torch.cuda.max_memory_allocated(device) - base
+    kernel_bound = dev_bw / traffic["kernel"]
+    e2e_bound = min(dev_bw / (traffic["kernel"] + traffic["conversion"]), h2d_bw / traffic["upload"])
+    rows = [
+        ("measured: ssim_pairs, float frames resident on device", PAIRS / secs["kernel"]),
+        ("bound: that kernel sequence at measured device bandwidth", kernel_bound),
+        ("measured: end to end, host uint8 -> upload -> float -> ssim_pairs", PAIRS / secs["e2e"]),
+        ("bound: end to end, min(device traffic incl. conversion, uint8 upload)", e2e_bound),
+        ("bound: ideal fused single-pass kernel at measured device bandwidth", dev_bw / traffic["fused_minimum"]),
+        ("bound: uint8 upload alone at measured host->device bandwidth", h2d_bw / traffic["upload"]),
+    ]
+    info = {
+        "device": torch.cuda.get_device_name(device) if is_cuda else str(device),
+        "torch": torch.__version__,
+        "measured device bandwidth (copy, GB/s)": f"{dev_bw / 1e9:.0f}",
+        "measured host->device bandwidth (pinned, GB/s)": f"{h2d_bw / 1e9:.1f}",
+        "device bytes per pair, kernel (MB)": f"{traffic['kernel'] / 1e6:.0f}",
+        "kernel efficiency vs bandwidth bound": f"{PAIRS / secs['kernel'] / kernel_bound:.0%}",
+        "peak device memory per pair (MiB)": "n/a" if peak is None else f"{peak / PAIRS / 2**20:.1f}",
+    }
+    return rows, info
+
+
+# ------------------------------------------------------------------ report
+
+
+def _replace_section(text: str, tag: str, title: str, body: str) -> str:
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+        return pattern.sub(lambda _: block, text, count=1)
+    prefix = text.rstrip() + "\n\n" if text.strip() else "# Benchmarks\n\n"
+    return f"{prefix}## {title}\n\n{block}\n"
+
+
+def write_section(tag: str, title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    path.write_text(_replace_section(text, tag, title, body))
+
+
+def _mib(b: int | None) -> str:
+    return "n/a" if b is None else f"{b / 2**20:.1f}"
+
+
+def format_cpu(rows: list[Row], info: dict[str, str], repeats: int) -> str:
+    fastest_other = max(PAIRS / r.seconds for r in rows if not r.name.startswith("tower"))
+    ours = next(r for r in rows if r.name == "tower ssim_pairs")
+    lines = [
+        "Reproduce: `make bench-scoring` (`python -m bench.scoring`).",
+        "",
+        f"Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}, "
+        f"Python {info['python']}; torch threads = {info['threads']} for every torch contender; "
+        f"Scorer worker threads = {info['workers']}; {info['scorer_version']}.",
+        "",
+        f"Workload: {N_FRAMES} frames of 3x{SIZE}x{SIZE} float32 -> {PAIRS} consecutive pairs. "
+        f"Median of {repeats} interleaved runs after a warm-up. Peak = extra RSS at the high point of one "
+        "call, measured in a fresh process with `MALLOC_MMAP_THRESHOLD_=65536` and `/proc/self/clear_refs` "
+        "(see bench/scoring.py); per pair = peak / 32.",
+        "",
+        "| implementation | border convention | pairs/s | x torchmetrics | peak MiB | MiB/pair | max abs diff vs torchmetrics |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    tm_rate = PAIRS / next(r.seconds for r in rows if r.name == "torchmetrics")
+    for r in rows:
+        rate = PAIRS / r.seconds
+        diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}"
+        per_pair = "n/a" if r.peak_bytes is None else f"{r.peak_bytes / PAIRS / 2**20:.1f}"
+        lines.append(
+            f"| {r.name} | {r.border} | {rate:.1f} | {rate / tm_rate:.2f} | {_mib(r.peak_bytes)} | {per_pair} | {diff} |"
+        )
+    lines += [
+        "",
+        f"tower ssim_pairs vs the fastest other contender: {PAIRS / ours.seconds / fastest_other:.2f}x. "
+        "The end-to-end row includes PNG decoding, DIS optical flow both ways for every pair (which dominates), "
+        "motion-compensated SSIM and consistency features; its MiB/pair column is the peak divided by 32 pairs.",
+    ]
+    return "\n".join(lines)
+
+
+def format_gpu(rows: list[tuple[str, float]], info: dict[str, str], repeats: int) -> str:
+    lines = [
+        "Reproduce: `make bench-scoring-gpu` (`python -m bench.scoring --gpu`).",
+        "",
+        "; ".join(f"{k}: {v}" for k, v in info.items()) + f"; median of {repeats} runs.",
+        "",
+        f"| {N_FRAMES} frames 3x{SIZE}x{SIZE}, {PAIRS} pairs | pairs/s |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {rate:,.0f} |" for name, rate in rows]
+    lines += ["", "Bounds are explained in docs/SCORING.md (Performance)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.scoring", description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu", action="store_true", help="benchmark on CUDA (end to end from uint8 frames)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads for all")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.memory_child:
+        _measure_memory_child(args.memory_child, args.threads)
+        return 0
+
+    if args.gpu:
+        if not torch.cuda.is_available():
+            print(
+                "bench.scoring --gpu needs a CUDA device, but torch.cuda.is_available() is False "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on a GPU machine, "
+                "or run `python -m bench.scoring` for the CPU benchmark.",
+                file=sys.stderr,
+            )
+            return 2
+        rows, info = run_gpu(torch.device("cuda"), args.repeats)
+        body = format_gpu(rows, info, args.repeats)
+        tag, title = "scoring-gpu", "Scoring (GPU)"
+    else:
+        cpu_rows, cpu_info = run_cpu(args.repeats, args.threads, not args.no_memory)
+        body = format_cpu(cpu_rows, cpu_info, args.repeats)
+        tag, title = "scoring", "Scoring"
+    print(body)
+    if not args.no_write:
+        write_section(tag, title, body)
+        print(f"\nwrote section '{title}' of {BENCHMARKS_MD.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Scorer configuration and device selection.
+
+Configuration errors (unknown device, CUDA requested on a machine without it,
+non-positive memory bound) raise at construction so a misconfigured scorer
+agent fails at start-up; input errors never raise (see scoring/scorer.py).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from scoring.composite import CompositeWeights, SubscoreScales
+from scoring.flow import FlowPreset
+
+#: Identifies the scoring definition. Bump the major version whenever a change
+#: can alter a score for the same input, so the learner never mixes scales.
+SCORER_VERSION = "tower-scoring/1.0.0"
+
+
+class ScorerConfig(BaseModel):
+    """Everything that shapes a score or the resources used to compute it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: ``auto`` = CUDA when available, else CPU. ``cuda`` without a GPU raises.
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    weights: CompositeWeights = Field(default_factory=CompositeWeights)
+    scales: SubscoreScales = Field(default_factory=SubscoreScales)
+    #: Upper bound on bytes of intermediate tensors per batched pass (SSIM and
+    #: motion-compensated SSIM). Frames/pairs are chunked to respect it.
+    max_batch_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    #: Threads for decoding, optical flow and keypoints (OpenCV releases the GIL).
+    #: None = min(8, os.cpu_count()).
+    workers: int | None = Field(None, ge=1)
+    flow_preset: FlowPreset = "medium"
+    #: Flow, warping and motion-compensated SSIM run with the longer side scaled
+    #: down to this many pixels (None = native). Motion magnitudes are reported
+    #: in native pixels and as fractions of the diagonal either way.
+    flow_max_side: int | None = Field(1024, ge=64)
+    #: A pixel "moves" when its flow exceeds this many native pixels per frame.
+    moving_threshold_px: float = Field(1.0, gt=0.0)
+    #: Frames (evenly spaced) compared with the reference for consistency.
+    consistency_max_frames: int = Field(8, ge=1)
+    #: Share of keypoint agreement in per-frame consistency (rest = embedding).
+    keypoint_weight: float = Field(0.3, ge=0.0, le=1.0)
+
+    def resolved_workers(self) -> int:
+        return self.workers or max(1, min(8, os.cpu_count() or 1))
+
+
+def resolve_device(choice: str) -> torch.device:
+    """Map ``auto|cuda|cpu`` to a concrete torch device (``cuda`` -> current CUDA device)."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if choice == "cuda":
+            raise ValueError("ScorerConfig.device='cuda' but torch.cuda.is_available() is False")
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {choice!r}; expected 'auto', 'cuda' or 'cpu'")

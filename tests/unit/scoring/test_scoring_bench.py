@@ -1,0 +1,45 @@
+"""The benchmark's report plumbing (the timed runs themselves are `make bench-scoring`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import scoring as bench
+
+
+def test_section_is_created_then_replaced_in_place(tmp_path: Path) -> None:
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Kafka\n\nkafka numbers\n")
+    bench.write_section("scoring", "Scoring", "first table", md)
+    text = md.read_text()
+    assert "## Kafka\n\nkafka numbers" in text
+    assert "## Scoring\n\n<!-- scoring:begin -->\nfirst table\n<!-- scoring:end -->" in text
+
+    md.write_text(md.read_text() + "\n## Later section\n\nkept\n")
+    bench.write_section("scoring", "Scoring", "second table", md)
+    text = md.read_text()
+    assert "first table" not in text and "second table" in text
+    assert text.count("<!-- scoring:begin -->") == 1 and text.count("## Scoring") == 1
+    assert "kafka numbers" in text and "## Later section\n\nkept" in text
+
+
+def test_section_in_new_file(tmp_path: Path) -> None:
+    md = tmp_path / "docs" / "BENCHMARKS.md"
+    bench.write_section("scoring-gpu", "Scoring (GPU)", "gpu table", md)
+    assert md.read_text().startswith("# Benchmarks\n\n## Scoring (GPU)\n\n<!-- scoring-gpu:begin -->\ngpu table\n")
+
+
+def test_traffic_arithmetic_matches_docs() -> None:
+    t = bench.ssim_traffic_bytes(3, 512, 512)
+    assert t["kernel"] / 1e6 == pytest.approx(222.4, abs=0.1)  # docs/SCORING.md, "Performance"
+    assert t["conversion"] / 1e6 == pytest.approx(10.2, abs=0.1)
+    assert t["upload"] == t["fused_minimum"] == 3 * 512 * 512
+
+
+def test_gpu_mode_fails_clearly_without_cuda(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main(["--gpu", "--no-write"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
