@@ -31,8 +31,9 @@ class ScorerConfig(BaseModel):
     weights: CompositeWeights = Field(default_factory=CompositeWeights)
     scales: SubscoreScales = Field(default_factory=SubscoreScales)
     #: Upper bound on bytes of intermediate tensors per batched pass (SSIM and
-    #: motion-compensated SSIM). Frames/pairs are chunked to respect it.
-    max_batch_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    #: motion-compensated SSIM). Frames/pairs are chunked to respect it. 1 GiB
+    #: holds ~40 frames of 512x512 or ~5 of 1920x1080 per SSIM pass.
+    max_batch_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     #: Threads for decoding, optical flow and keypoints (OpenCV releases the GIL).
     #: None = min(8, os.cpu_count()).
     workers: int | None = Field(None, ge=1)

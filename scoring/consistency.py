@@ -152,7 +152,7 @@ def orb_keypoints(rgb: np.ndarray) -> Keypoints:
     """ORB descriptors of a frame at KEYPOINT_SIDE working resolution."""
     gray = cv2.cvtColor(_resize_max_side(rgb, KEYPOINT_SIDE), cv2.COLOR_RGB2GRAY)
     orb = cv2.ORB_create(nfeatures=ORB_FEATURES)
-    kps, desc = orb.detectAndCompute(gray, None)
+    _, desc = orb.detectAndCompute(gray, None)
     return Keypoints(count=0 if desc is None else len(desc), descriptors=desc)
 
 

@@ -86,8 +86,9 @@ def occlusion_mask(flow_fw: np.ndarray, flow_bw_warped: np.ndarray) -> np.ndarra
     """True where the forward-backward check fails (Lai et al. 2018 thresholds)."""
     s = flow_fw + flow_bw_warped
     lhs = np.einsum("hwc,hwc->hw", s, s)
-    rhs = 0.01 * (np.einsum("hwc,hwc->hw", flow_fw, flow_fw) + np.einsum("hwc,hwc->hw", flow_bw_warped, flow_bw_warped)) + 0.5
-    return lhs > rhs
+    fw_sq = np.einsum("hwc,hwc->hw", flow_fw, flow_fw)
+    bw_sq = np.einsum("hwc,hwc->hw", flow_bw_warped, flow_bw_warped)
+    return lhs > 0.01 * (fw_sq + bw_sq) + 0.5
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class PairMotion:
 
     warp_error: float
     valid_fraction: float
-    brightness_residual: float  # masked mean of luma(warped t+1) - luma(t), in [−1, 1]
+    brightness_residual: float  # masked mean of luma(warped t+1) - luma(t), in [-1, 1]
     mag_mean_px: float
     mag_p95_px: float
     mag_mean_norm: float

@@ -78,7 +78,9 @@ class Scorer:
         config: ScorerConfig; invalid configuration raises here, at start-up.
         embedding_backend: consistency embedding; default WeightFreeEmbedding.
 
-    Thread-safety: one ``score_shots`` call at a time per Scorer.
+    Thread-safety: ``score_shots`` keeps no state on the Scorer between or
+    during calls (DIS instances are per thread), so concurrent calls, e.g. from
+    ``asyncio.to_thread``, are safe; they share the worker pool.
     """
 
     def __init__(self, config: ScorerConfig | None = None, *, embedding_backend: cons.EmbeddingBackend | None = None):
@@ -124,10 +126,10 @@ class Scorer:
             shot_id=shot_id if isinstance(shot_id, str) else None,
         )
 
-    def _guard(self, shots: Sequence[_Shot], stage: str, fn: Callable[[], T]) -> T | None:
-        """Run a stage for ``shots``; on an exception mark them failed instead of raising."""
+    def _guard(self, shots: Sequence[_Shot], stage: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """Run ``fn(*args)`` for ``shots``; on an exception mark them failed instead of raising."""
         try:
-            return fn()
+            return fn(*args)
         except Exception as exc:
             for s in shots:
                 if s.error is None:
@@ -145,14 +147,14 @@ class Scorer:
                 groups[s.frames[0].shape[:2]].append(s)
         with torch.inference_mode():
             for (h, w), group in groups.items():
-                self._guard(group, "temporal SSIM", lambda: self._temporal_ssim(group, h, w))
+                self._guard(group, "temporal SSIM", self._temporal_ssim, group, h, w)
                 ok = [s for s in group if s.error is None]
-                self._guard(ok, "motion analysis", lambda: self._motion(ok, h, w))
+                self._guard(ok, "motion analysis", self._motion, ok, h, w)
                 for s in group:
                     if s.error is None:
-                        self._guard([s], "consistency", lambda: self._consistency(s))
+                        self._guard([s], "consistency", self._consistency, s)
                     if s.error is None:
-                        self._guard([s], "composite", lambda: self._composite(s))
+                        self._guard([s], "composite", self._composite, s)
         out = []
         for s in shots:
             sid = getattr(s.inp, "shot_id", None)
@@ -248,7 +250,8 @@ class Scorer:
         while start < n - 1:
             end = min(n, start + k)
             x = to_device_float(frames[start:end], self.device)
-            values[start : end - 1] = ssim_pairs(x, 1.0, max_batch_bytes=self.config.max_batch_bytes).double().cpu().numpy()
+            pairs = ssim_pairs(x, 1.0, max_batch_bytes=self.config.max_batch_bytes)
+            values[start : end - 1] = pairs.double().cpu().numpy()
             start = end - 1
         offset = 0
         for s in group:
@@ -312,7 +315,8 @@ class Scorer:
             mc = np.array([v for _, v in stats[s.index]])
             ss = s.ssim
             if ss is None or len(mc) != len(ss):
-                raise RuntimeError(f"shot {s.index}: {len(mc)} motion pairs for {0 if ss is None else len(ss)} SSIM pairs")
+                n_ssim = 0 if ss is None else len(ss)
+                raise RuntimeError(f"shot {s.index}: {len(mc)} motion pairs for {n_ssim} SSIM pairs")
             warp = np.array([r.warp_error for r in pm])
             p95_norm = float(np.mean([r.mag_p95_norm for r in pm]))
             s.metrics.update(
@@ -354,8 +358,10 @@ class Scorer:
             e_ref = backend.embed(to_device_float([ref], self.device))[0]
             e_frames = backend.embed(to_device_float(sampled, self.device))
         if e_frames.ndim != 2 or e_frames.shape[0] != len(sampled) or e_ref.ndim != 1:
-            raise ValueError(f"embedding backend {backend.name!r} returned shapes {tuple(e_ref.shape)}, "
-                             f"{tuple(e_frames.shape)}; expected [D] and [{len(sampled)}, D]")
+            raise ValueError(
+                f"embedding backend {backend.name!r} returned shapes {tuple(e_ref.shape)}, "
+                f"{tuple(e_frames.shape)}; expected [D] and [{len(sampled)}, D]"
+            )
         if not (bool(torch.isfinite(e_ref).all()) and bool(torch.isfinite(e_frames).all())):
             raise ValueError(f"embedding backend {backend.name!r} returned non-finite values")
         emb = cons.embedding_similarity(e_ref.cpu(), e_frames.cpu()).tolist()

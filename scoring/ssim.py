@@ -129,7 +129,7 @@ def _reduce(ssim_map: Tensor, crop_border: bool, mask: Tensor | None) -> Tensor:
     den = m.sum(dim=(1, 2, 3)) * ssim_map.shape[1]
     # A pair whose mask is empty has nothing comparable; it scores 0 (worst
     # plausible similarity) instead of NaN so downstream aggregates stay finite.
-    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def _consecutive_chunk(x: Tensor, c1: float, c2: float, crop_border: bool) -> Tensor:
@@ -267,8 +267,9 @@ def ssim_between(
     _check_frames(x, "x")
     if x.shape != y.shape:
         raise ValueError(f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
-    if mask is not None and (mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0]
-                             or mask.shape[2:] != x.shape[2:]):
+    if mask is not None and (
+        mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] or mask.shape[2:] != x.shape[2:]
+    ):
         raise ValueError(f"mask must be [B, 1, H, W] matching x, got {tuple(mask.shape)}")
     dr = _check_data_range(data_range)
     c1, c2 = (K1 * dr) ** 2, (K2 * dr) ** 2

@@ -193,7 +193,7 @@ def print_report(report: dict[str, Any]) -> None:
     for u in report["pattern_updates"]:
         post = Posterior(u["alpha_micros"], u["beta_micros"], u["observations"])
         print(
-            f"  {u['context']:<45} {u['modifier']:<18} reward {u['reward']:.3f} -> mean {post.mean:.3f} "
+            f"  {u['context']:<48} {u['modifier']:<18} reward {u['reward']:.3f} -> mean {post.mean:.3f} "
             f"(lower {post.lower_bound:.3f}, n={post.observations})"
         )
 

@@ -23,6 +23,7 @@ def run_stage(name: str, settings: Settings) -> None:
     stage = stage_class(name)(settings)
     app = build_app(stage, settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()
 
 

@@ -12,24 +12,27 @@ from bench import scoring as bench
 
 def test_section_is_created_then_replaced_in_place(tmp_path: Path) -> None:
     md = tmp_path / "BENCHMARKS.md"
-    md.write_text("# Benchmarks\n\n## Kafka\n\nkafka numbers\n")
-    bench.write_section("scoring", "Scoring", "first table", md)
+    md.write_text("# Benchmarks\n\n<!-- comfy:begin -->\n## ComfyUI\n\ncomfy numbers\n<!-- comfy:end -->\n")
+    bench.publish("scoring", "Scoring", "first table", md)
     text = md.read_text()
-    assert "## Kafka\n\nkafka numbers" in text
-    assert "## Scoring\n\n<!-- scoring:begin -->\nfirst table\n<!-- scoring:end -->" in text
+    assert "<!-- comfy:begin -->\n## ComfyUI\n\ncomfy numbers\n<!-- comfy:end -->" in text
+    assert "<!-- scoring:begin -->\n## Scoring\n\nfirst table\n<!-- scoring:end -->" in text
 
-    md.write_text(md.read_text() + "\n## Later section\n\nkept\n")
-    bench.write_section("scoring", "Scoring", "second table", md)
+    md.write_text(md.read_text() + "\n<!-- later:begin -->\nkept\n<!-- later:end -->\n")
+    bench.publish("scoring", "Scoring", "second table", md)
     text = md.read_text()
     assert "first table" not in text and "second table" in text
     assert text.count("<!-- scoring:begin -->") == 1 and text.count("## Scoring") == 1
-    assert "kafka numbers" in text and "## Later section\n\nkept" in text
+    assert "comfy numbers" in text and "<!-- later:begin -->\nkept" in text
+    assert text.index("comfy numbers") < text.index("second table") < text.index("kept")
 
 
 def test_section_in_new_file(tmp_path: Path) -> None:
     md = tmp_path / "docs" / "BENCHMARKS.md"
-    bench.write_section("scoring-gpu", "Scoring (GPU)", "gpu table", md)
-    assert md.read_text().startswith("# Benchmarks\n\n## Scoring (GPU)\n\n<!-- scoring-gpu:begin -->\ngpu table\n")
+    bench.publish("scoring-gpu", "Scoring (GPU)", "gpu table", md)
+    text = md.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "<!-- scoring-gpu:begin -->\n## Scoring (GPU)\n\ngpu table\n<!-- scoring-gpu:end -->" in text
 
 
 def test_traffic_arithmetic_matches_docs() -> None:
@@ -39,7 +42,9 @@ def test_traffic_arithmetic_matches_docs() -> None:
     assert t["upload"] == t["fused_minimum"] == 3 * 512 * 512
 
 
-def test_gpu_mode_fails_clearly_without_cuda(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_mode_fails_clearly_without_cuda(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench.main(["--gpu", "--no-write"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err

@@ -27,8 +27,15 @@ def test_perfect_shot_scores_one() -> None:
 
 def test_subscore_formulas() -> None:
     sc = SubscoreScales()
-    s = _sub(mc_ssim_mean=0.9, mc_ssim_min=0.7, warp_error=sc.warp_error_scale, flicker=sc.flicker_scale,
-             level=0.0, expected_motion=sc.motion_tolerance, consistency=1.5)
+    s = _sub(
+        mc_ssim_mean=0.9,
+        mc_ssim_min=0.7,
+        warp_error=sc.warp_error_scale,
+        flicker=sc.flicker_scale,
+        level=0.0,
+        expected_motion=sc.motion_tolerance,
+        consistency=1.5,
+    )
     assert s["stability"] == pytest.approx(0.8)
     assert s["warp"] == pytest.approx(math.exp(-1))
     assert s["flicker"] == pytest.approx(math.exp(-1))

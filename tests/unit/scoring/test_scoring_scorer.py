@@ -89,7 +89,10 @@ def test_worst_pair_index(cpu_scorer: Scorer, shot_factory: Callable[..., torch.
 
 
 def test_png_files_score_like_tensors(
-    cpu_scorer: Scorer, shots: dict[str, ShotInput], results: dict[str, ShotScore], tmp_path: Path,
+    cpu_scorer: Scorer,
+    shots: dict[str, ShotInput],
+    results: dict[str, ShotScore],
+    tmp_path: Path,
     png_writer: Callable[[torch.Tensor, Path], list[Path]],
 ) -> None:
     paths = png_writer(shots["moving_action"].frames, tmp_path / "shot")
@@ -101,9 +104,7 @@ def test_png_files_score_like_tensors(
         assert from_files.metrics[k] == pytest.approx(v, abs=1e-6), k
 
 
-def test_batching_and_chunking_do_not_change_scores(
-    shots: dict[str, ShotInput], results: dict[str, ShotScore]
-) -> None:
+def test_batching_and_chunking_do_not_change_scores(shots: dict[str, ShotInput], results: dict[str, ShotScore]) -> None:
     # A 1 MB bound forces one-pair SSIM chunks and one-pair motion chunks.
     with Scorer(ScorerConfig(device="cpu", workers=2, max_batch_bytes=1_000_000)) as small:
         for name in ("static_flicker", "moving_action"):
@@ -168,7 +169,9 @@ def _corrupt_png(folder: Path) -> Path:
 
 
 def test_bad_inputs_fail_with_reason(
-    cpu_scorer: Scorer, shot_factory: Callable[..., torch.Tensor], tmp_path: Path,
+    cpu_scorer: Scorer,
+    shot_factory: Callable[..., torch.Tensor],
+    tmp_path: Path,
     png_writer: Callable[[torch.Tensor, Path], list[Path]],
 ) -> None:
     good = png_writer(shot_factory(3), tmp_path / "good")
