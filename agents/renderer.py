@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from agents.stage import Stage
 from events.envelope import Envelope
-from events.models import PromptRefined
+from events.models import PromptRefined, RenderProgress
 from events.topics import PROMPT_REFINED
 from render.backends import RenderBackend, backend_for, render
 from store.projections import Origin
+
+log = logging.getLogger("tower.agents.renderer")
 
 
 class Renderer(Stage):
@@ -17,8 +20,21 @@ class Renderer(Stage):
     inputs = (PROMPT_REFINED,)
     backend: RenderBackend | None = None
 
+    _current: Envelope[PromptRefined] | None = None
+    _progress_count = 0
+
     async def start(self) -> None:
-        self.backend = backend_for(self.settings)
+        self.backend = backend_for(self.settings, on_progress=self.report)
+
+    async def report(self, progress: RenderProgress) -> None:
+        """Publish render progress of the attempt being handled (``concurrency=1``: one at a time)."""
+        if self._current is None:
+            return
+        self._progress_count += 1
+        try:
+            await self.publish(self._current.derive(progress, source=self.source, index=self._progress_count))
+        except Exception as exc:  # noqa: BLE001 - progress must never fail a render
+            log.warning("render progress not published: %s", exc)
 
     async def stop(self) -> None:
         close = getattr(self.backend, "aclose", None)
@@ -27,5 +43,9 @@ class Renderer(Stage):
 
     async def handle(self, envelope: Envelope[PromptRefined], origin: Origin) -> list[Envelope]:
         assert self.backend is not None, "Renderer.start() builds the backend before the first event"
-        rendered = await render(self.backend, envelope.value, Path(self.settings.media_dir))
+        self._current, self._progress_count = envelope, 0
+        try:
+            rendered = await render(self.backend, envelope.value, Path(self.settings.media_dir))
+        finally:
+            self._current = None
         return [envelope.derive(rendered, source=self.source)]

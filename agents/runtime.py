@@ -71,6 +71,7 @@ class StageRunner:
         self._outputs: dict[str, faust.TopicT] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
+        stage.publish = self.publish
 
     async def ensure_started(self) -> None:
         """Open the stage's resources on the first event (the agents' loop is running by then)."""
@@ -133,6 +134,12 @@ class StageRunner:
                 log.warning("handler failed (%s), retry %d in %.2fs", exc, attempt + 1, delay, extra=where)
                 await asyncio.sleep(delay)
                 delay *= 2
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Send a side event now; delivery is not awaited (best effort)."""
+        spec = EVENT_TYPES[type(envelope.value)]
+        topic = self._topic(self.settings.topic(spec.name))
+        await topic.send(key=envelope.key, value=envelope.encode_value(), headers=envelope.headers(), force=True)
 
     async def produce(self, outputs: list[Envelope]) -> None:
         pending = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 from events.envelope import Envelope
 from events.topics import TopicSpec
@@ -23,6 +24,11 @@ class Stage(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.publish: Callable[[Envelope], Awaitable[None]] = _nowhere
+
+
+    # ``publish`` (set by the runtime) sends a side event such as render progress at once, without
+    # waiting for the broker: side events are best effort and never hold up the pipeline.
 
     @property
     def source(self) -> str:
@@ -40,3 +46,7 @@ class Stage(ABC):
     @abstractmethod
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         """The events caused by ``envelope``; raise to have it retried, then dead-lettered."""
+
+
+async def _nowhere(envelope: Envelope) -> None:
+    """The default ``publish`` of a stage not run by the runtime (unit tests)."""

@@ -134,3 +134,20 @@ class QualityScored(_ShotAttempt):
     frame_count: Annotated[int, Field(ge=0)] = 0
     scorer_version: str
     device: str
+
+
+class RenderProgress(_Event):
+    """``render.progress``: best-effort progress of one attempt's render, for people watching.
+
+    Not part of the pipeline's chain (no agent consumes it), so it may be lost or repeated.
+    """
+
+    shot_number: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)]
+    backend: str
+    kind: Literal["queued", "started", "cached", "executing", "progress", "finished"]
+    fraction: Probability | None = None
+    step: int | None = None
+    steps: int | None = None
+    queue_position: int | None = None
+    server: str | None = None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from events.topics import TOPICS
+from events.topics import SIDE_TOPICS, TOPICS
 
 
 def export_schemas(directory: Path) -> list[Path]:
     """Write ``<ce_type>.schema.json`` per topic into ``directory``; return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for spec in TOPICS:
+    for spec in TOPICS + SIDE_TOPICS:
         schema = spec.model.model_json_schema()
         schema["$id"] = f"urn:tower:{spec.event_type}"
         schema["title"] = spec.model.__name__

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
+from events.models import (
+    FrameRendered,
+    PromptRefined,
+    QualityScored,
+    RenderProgress,
+    SceneRequested,
+    ShotPlanned,
+)
 
 DAY_MS = 24 * 60 * 60 * 1000
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -35,6 +42,10 @@ PROMPT_REFINED = TopicSpec("prompt.refined", PromptRefined, "tower.prompt.refine
 FRAME_RENDERED = TopicSpec("frame.rendered", FrameRendered, "tower.frame.rendered.v1")
 QUALITY_SCORED = TopicSpec("quality.scored", QualityScored, "tower.quality.scored.v1")
 
+# Progress is for watching, not for acting on: a day of it is plenty.
+RENDER_PROGRESS = TopicSpec("render.progress", RenderProgress, "tower.render.progress.v1", retention_ms=DAY_MS)
+
+# The pipeline: what the agents consume, each with a dead-letter topic.
 TOPICS: tuple[TopicSpec, ...] = (
     SCENE_REQUESTED,
     SHOT_PLANNED,
@@ -42,9 +53,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     FRAME_RENDERED,
     QUALITY_SCORED,
 )
+# Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
+SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS,)
 # Dead letters are kept four times longer: someone has to look at them.
 DEAD_LETTER_PARTITIONS = 1
 DEAD_LETTER_RETENTION_MS = 56 * DAY_MS
 
-EVENT_TYPES: dict[type[BaseModel], TopicSpec] = {spec.model: spec for spec in TOPICS}
-BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
+EVENT_TYPES: dict[type[BaseModel], TopicSpec] = {spec.model: spec for spec in TOPICS + SIDE_TOPICS}
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS + SIDE_TOPICS}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from events.models import FrameRef, FrameRendered, PromptRefined
+from events.models import FrameRef, FrameRendered, PromptRefined, RenderProgress
 from render import procedural
 from render.media import attempt_dir, write_frames
 from tower.settings import Settings
+
+ProgressSink = Callable[[RenderProgress], Awaitable[None]]
+"""Receives progress of the attempt being rendered; must not raise."""
 
 
 class RenderError(Exception):
@@ -30,29 +34,58 @@ class RenderBackend(Protocol):
         ...
 
 
+def progress_of(event: PromptRefined, backend: str, kind: str, **fields: Any) -> RenderProgress:
+    return RenderProgress(
+        scene_id=event.scene_id, session_id=event.session_id, shot_number=event.shot.shot_number,
+        attempt=event.attempt, backend=backend, kind=kind, **fields,
+    )
+
+
 class ProceduralBackend:
-    """The built-in deterministic CPU renderer (:mod:`render.procedural`)."""
+    """The built-in deterministic CPU renderer (:mod:`render.procedural`); progress per frame."""
 
     name = procedural.BACKEND_NAME
     workflow = procedural.WORKFLOW
 
+    def __init__(self, on_progress: ProgressSink | None = None) -> None:
+        self.on_progress = on_progress
+
+    async def _report(self, event: PromptRefined, kind: str, **fields: Any) -> None:
+        if self.on_progress is not None:
+            await self.on_progress(progress_of(event, self.name, kind, **fields))
+
     async def render(self, event: PromptRefined, media_root: Path) -> list[FrameRef]:
+        total = event.shot.frame_count
+        await self._report(event, "started", fraction=0.0, step=0, steps=total)
+        frames_iter = procedural.iter_frames(event)
+        frames = []
         try:
-            frames = await asyncio.to_thread(procedural.render_shot, event)
+            while (frame := await asyncio.to_thread(next, frames_iter, None)) is not None:
+                frames.append(frame)
+                await self._report(event, "progress", fraction=len(frames) / total, step=len(frames), steps=total)
         except ValueError as exc:
             raise RenderError(str(exc)) from exc
         folder = attempt_dir(event.scene_id, event.shot.shot_number, event.attempt)
-        return await asyncio.to_thread(write_frames, media_root, folder, frames)
+        refs = await asyncio.to_thread(write_frames, media_root, folder, frames)
+        await self._report(event, "finished", fraction=1.0, step=total, steps=total)
+        return refs
 
 
-def backend_for(settings: Settings) -> RenderBackend:
+def backend_for(settings: Settings, on_progress: ProgressSink | None = None) -> RenderBackend:
     if settings.render_backend == "procedural":
-        return ProceduralBackend()
+        return ProceduralBackend(on_progress)
     if settings.render_backend == "comfyui":
         # Imported here: render.comfyui imports RenderError from this module.
         from render.comfyui import ComfyBackend
 
-        return ComfyBackend.from_settings(settings)
+        async def relay(event: PromptRefined, progress: Any) -> None:
+            if on_progress is not None:
+                await on_progress(progress_of(
+                    event, "comfyui", progress.kind, fraction=progress.fraction, step=progress.value,
+                    steps=progress.max, queue_position=progress.queue_position, server=progress.server,
+                ))
+
+        return ComfyBackend.from_settings(settings, on_progress=relay)
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 

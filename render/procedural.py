@@ -11,6 +11,7 @@ frames, byte for byte.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -37,6 +38,11 @@ def _name_rgb(name: str) -> np.ndarray:
 
 def render_shot(event: PromptRefined) -> list[np.ndarray]:
     """The frames of one attempt as ``H x W x 3`` uint8 arrays."""
+    return list(iter_frames(event))
+
+
+def iter_frames(event: PromptRefined) -> Iterator[np.ndarray]:
+    """The frames of one attempt, one at a time (so a caller can report progress)."""
     prompt, shot = event.prompt, event.shot
     modifier = MODIFIERS.get(prompt.modifier)
     if modifier is None:
@@ -63,7 +69,6 @@ def render_shot(event: PromptRefined) -> list[np.ndarray]:
         radius = min(height, width) * rng.uniform(0.08, 0.14)
         actors.append((start, velocity, radius, _name_rgb(name)))
 
-    frames = []
     for t in range(shot.frame_count):
         shake = rng.normal(0.0, modifier.jitter * 40.0, size=2)
         ox, oy = pan * t + shake
@@ -83,5 +88,4 @@ def render_shot(event: PromptRefined) -> list[np.ndarray]:
         flicker = 1.0 + rng.normal(0.0, modifier.jitter)
         grain = rng.normal(0.0, modifier.jitter * 0.25, size=image.shape[:2])[..., None]
         image = np.clip(image * flicker + grain, 0.0, 1.0)
-        frames.append((image * 255.0 + 0.5).astype(np.uint8))
-    return frames
+        yield (image * 255.0 + 0.5).astype(np.uint8)

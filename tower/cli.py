@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from tower.follow import describe, end_offsets, follow_scene, new_scene_id, produce, scene_envelope
+    from tower.follow import describe, end_offsets, follow_scene, new_scene_id, produce, scene_envelope, worth_showing
 
     scene_id = args.scene_id or new_scene_id()
     request = SceneRequested(
@@ -110,7 +110,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             scene_id,
             start_offsets=offsets,
             timeout_s=args.timeout,
-            on_event=lambda topic, value: print(
+            on_event=lambda topic, value: worth_showing(value) and print(
                 f"  [{time.monotonic() - started:6.1f}s] {topic:<16} {describe(topic, value)}", flush=True
             ),
         )

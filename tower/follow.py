@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from director.learning import is_final
 from events.codec import Malformed, decode_value
 from events.envelope import Envelope, new_event_id
-from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
-from events.topics import BY_NAME, SCENE_REQUESTED, TOPICS
+from events.models import FrameRendered, PromptRefined, QualityScored, RenderProgress, SceneRequested, ShotPlanned
+from events.topics import BY_NAME, SCENE_REQUESTED, SIDE_TOPICS, TOPICS
 from tower.settings import Settings
 
 
@@ -67,7 +67,19 @@ class SceneProgress:
         return self.shot_count is not None and len(self.finals) >= self.shot_count
 
 
+def worth_showing(value: object) -> bool:
+    """Progress is shown when queued and at the halfway step; everything else always."""
+    if isinstance(value, RenderProgress):
+        return value.kind == "queued" or (value.kind == "progress" and bool(value.steps) and value.step == value.steps // 2)
+    return True
+
+
 def describe(topic: str, value: object) -> str:
+    if isinstance(value, RenderProgress):
+        if value.kind == "queued":
+            return f"shot {value.shot_number} attempt {value.attempt}: queued on {value.server} (position {value.queue_position})"
+        return (f"shot {value.shot_number} attempt {value.attempt}: rendering {value.fraction or 0:.0%} "
+                f"({value.step}/{value.steps}, {value.backend})")
     if isinstance(value, SceneRequested):
         return f"scene requested: {value.description!r}"
     if isinstance(value, ShotPlanned):
@@ -137,7 +149,7 @@ async def follow_scene(
 
 async def topic_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
     partitions = []
-    for spec in TOPICS:
+    for spec in TOPICS + SIDE_TOPICS:
         name = settings.topic(spec.name)
         for _ in range(50):
             found = consumer.partitions_for_topic(name)

@@ -7,7 +7,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from events.topics import DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS, TOPICS, dead_letter_topic
+from events.topics import DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS, SIDE_TOPICS, TOPICS, dead_letter_topic
 from tower.settings import Settings
 
 
@@ -23,6 +23,10 @@ def declared_topics(settings: Settings) -> list[NewTopic]:
                 1,
                 topic_configs={"retention.ms": str(DEAD_LETTER_RETENTION_MS)},
             )
+        )
+    for spec in SIDE_TOPICS:
+        topics.append(
+            NewTopic(settings.topic(spec.name), spec.partitions, 1, topic_configs={"retention.ms": str(spec.retention_ms)})
         )
     return topics
 

@@ -68,6 +68,10 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
     assert sorted(v.shot.shot_number for v in planned if v.attempt == 1) == [1, 2, 3, 4]
     scored = [v for _, v, _ in events["quality.scored"]]
     assert all(isinstance(v, QualityScored) and v.status == "ok" and 0 <= v.composite <= 1 for v in scored)
+    # Render progress reached its side topic for every attempt, keyed by the scene.
+    progress_events = [p for topic, p in progress.events if topic == "render.progress"]
+    finished = {(p.shot_number, p.attempt) for p in progress_events if p.kind == "finished"}
+    assert finished == {(v.shot.shot_number, v.attempt) for v in scored}
     # Every retry follows a score under the threshold, within the attempt budget.
     for retry in (v for v in planned if v.attempt > 1):
         previous = next(s for s in scored if s.shot.shot_number == retry.shot.shot_number and s.attempt == retry.attempt - 1)

@@ -84,7 +84,7 @@ def test_topics_are_declared_once_with_dead_letters():
 
 def test_schema_export_writes_one_valid_schema_per_topic(tmp_path):
     paths = export_schemas(tmp_path)
-    assert len(paths) == len(TOPICS)
+    assert len(paths) == len(TOPICS) + 1  # and render.progress
     schema = json.loads((tmp_path / "tower.scene.requested.v1.schema.json").read_text())
     assert schema["x-topic"] == "scene.requested"
     assert {"scene_id", "session_id", "description"} <= set(schema["required"])

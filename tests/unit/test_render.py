@@ -44,3 +44,31 @@ def test_media_store_names_are_safe(tmp_path, kai_shots):
     assert not list((tmp_path / rel).glob(".*.tmp"))
     with pytest.raises(ValueError, match="escapes"):
         resolve(tmp_path, "../../etc/passwd")
+
+
+async def test_procedural_backend_reports_progress_per_frame(tmp_path, kai_shots):
+    from director.refiner import refine as refine_shot
+    from render.backends import ProceduralBackend, render
+
+    seen = []
+
+    async def sink(progress):
+        seen.append(progress)
+
+    event = refine_shot(kai_shots[1], {}, width=32, height=32, workflow="procedural-v1", learner_version="1")
+    rendered = await render(ProceduralBackend(sink), event, tmp_path)
+    total = kai_shots[1].shot.frame_count
+    assert rendered.status == "ok" and len(rendered.frames) == total
+    assert [p.kind for p in seen] == ["started"] + ["progress"] * total + ["finished"]
+    assert [p.step for p in seen[1:-1]] == list(range(1, total + 1))
+    assert seen[-1].fraction == 1.0 and all(p.scene_id == "scene-kai" and p.attempt == 1 for p in seen)
+
+
+async def test_a_render_that_cannot_succeed_is_a_failed_event(tmp_path, kai_shots):
+    from director.refiner import refine as refine_shot
+    from render.backends import ProceduralBackend, render
+
+    event = refine_shot(kai_shots[0], {}, width=32, height=32, workflow="procedural-v1", learner_version="1")
+    event = event.model_copy(update={"prompt": event.prompt.model_copy(update={"modifier": "nope"})})
+    rendered = await render(ProceduralBackend(), event, tmp_path)
+    assert rendered.status == "failed" and "unknown modifier" in rendered.reason and not rendered.frames
