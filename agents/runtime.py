@@ -51,6 +51,7 @@ def build_app(stage: Stage, settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
         autodiscover=False,
+        datadir=str(settings.state_dir / app_id),
     )
     runner = StageRunner(stage, settings, app)
     for spec in stage.inputs:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,7 +123,7 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
     unique = uuid.uuid4().hex[:8]
     media = Path(tempfile.mkdtemp(prefix="tower-bench-"))
     env = {**os.environ, "TOWER_TOPIC_PREFIX": f"bench{unique}.", "TOWER_GROUP_PREFIX": f"bench{unique}",
-           "TOWER_MEDIA_DIR": str(media), "TOWER_LOG_LEVEL": "WARNING"}
+           "TOWER_MEDIA_DIR": str(media), "TOWER_STATE_DIR": str(media / "state"), "TOWER_LOG_LEVEL": "WARNING"}
     settings = Settings(topic_prefix=f"bench{unique}.", group_prefix=f"bench{unique}", media_dir=media)
     await ensure_topics(settings)
     print(f"bench: raw aiokafka hop x{raw_count} on {base.kafka_bootstrap}", file=sys.stderr)
@@ -156,6 +157,7 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         workers.assert_alive()
     finally:
         workers.stop_all()
+        shutil.rmtree(media, ignore_errors=True)
     hops = await stage_hops(settings, set(latency_ids))
     loaded = await stage_hops(settings, set(ids))
 

@@ -68,6 +68,7 @@ def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[s
         "TOWER_TOPIC_PREFIX": f"t{unique}.",
         "TOWER_GROUP_PREFIX": f"t{unique}",
         "TOWER_MEDIA_DIR": str(tmp_path / "media"),
+        "TOWER_STATE_DIR": str(tmp_path / "state"),
         "TOWER_RENDER_WIDTH": "96",
         "TOWER_RENDER_HEIGHT": "96",
         "TOWER_COMMIT_INTERVAL_S": "0.5",

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name (tenants, tests).")
     group_prefix: str = Field("tower", description="Prefix of each stage's Faust app id = consumer group.")
     media_dir: Path = Field(Path("media"), description="Root of the media store (rendered frames).")
+    state_dir: Path = Field(Path(".tower/state"), description="Local worker state (Faust's data directories).")
 
     render_backend: Literal["procedural", "comfyui"] = Field(
         "procedural",
