@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-comfy schemas clean
+.PHONY: help venv services stop test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-scoring-gpu bench-comfy schemas clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring
+
+bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine) -> docs/BENCHMARKS.md
+	$(PY) -m bench.scoring --gpu
 
 bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
 	$(PY) -m bench.comfy_overhead

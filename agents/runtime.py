@@ -34,6 +34,7 @@ def broker_url(bootstrap: str) -> str:
 
 def build_app(stage: Stage, settings: Settings) -> faust.App:
     app_id = settings.app_id(stage.name)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=broker_url(settings.kafka_bootstrap),

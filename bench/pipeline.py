@@ -107,17 +107,6 @@ async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[
     return hops
 
 
-async def watched(workers: StageProcesses, work: asyncio.Future) -> object:
-    """Await ``work``, failing fast (with the workers' exit codes) if a worker dies meanwhile."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        if workers.exited():
-            task.cancel()
-            raise RuntimeError(f"a worker exited during the benchmark: {workers.exited()}")
-        await asyncio.wait({task}, timeout=1.0)
-    return task.result()
-
-
 async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
     base = Settings()
     unique = uuid.uuid4().hex[:8]
@@ -135,7 +124,7 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         # One warm-up scene so start-up (imports, group joins) is not counted.
         await produce(settings, [scene_envelope(SceneRequested(scene_id=f"warm-{unique}", session_id="bench",
                                                                description="Kai walks at dawn"))])
-        await watched(workers, follow_scene(settings, f"warm-{unique}", timeout_s=300))
+        await workers.watch(follow_scene(settings, f"warm-{unique}", timeout_s=300))
         def kai(scene_id: str) -> SceneRequested:
             return SceneRequested(scene_id=scene_id, session_id="bench", characters=["Kai", "Dragon"],
                                   description="Create a scene where Kai fights the dragon")
@@ -145,14 +134,14 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         print(f"bench: {latency_scenes} scenes one at a time (hop latency)", file=sys.stderr)
         for sid in latency_ids:
             await produce(settings, [scene_envelope(kai(sid))])
-            await watched(workers, follow_scene(settings, sid, timeout_s=300))
+            await workers.watch(follow_scene(settings, sid, timeout_s=300))
 
         # Throughput: all scenes at once, every stage busy.
         ids = [f"bench-{unique}-{i}" for i in range(scenes)]
         print(f"bench: {scenes} scenes submitted together (throughput)", file=sys.stderr)
         started = time.perf_counter()
         await produce(settings, [scene_envelope(kai(sid)) for sid in ids])
-        await watched(workers, asyncio.gather(*(follow_scene(settings, sid, timeout_s=900) for sid in ids)))
+        await workers.watch(asyncio.gather(*(follow_scene(settings, sid, timeout_s=900) for sid in ids)))
         elapsed = time.perf_counter() - started
         workers.assert_alive()
     finally:

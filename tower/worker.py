@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import faust
 
@@ -15,6 +17,8 @@ from agents.registry import STAGE_NAMES, stage_class
 from agents.runtime import build_app
 from tower.kafka import ensure_topics
 from tower.settings import Settings
+
+T = TypeVar("T")
 
 
 def run_stage(name: str, settings: Settings) -> None:
@@ -61,6 +65,16 @@ class StageProcesses:
 
     def exited(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    async def watch(self, work: Awaitable[T]) -> T:
+        """Await ``work``, failing fast (with the logs' tails) if a worker exits meanwhile."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            if self.exited():
+                task.cancel()
+                raise RuntimeError(f"a worker exited: {self.exited()}\n{self.tail()}")
+            await asyncio.wait({task}, timeout=0.5)
+        return task.result()
 
     def assert_alive(self) -> None:
         dead = self.exited()

@@ -20,7 +20,7 @@ async def test_scene_renders_on_comfyui_and_is_scored(comfy_urls, tower_env, set
     request = SceneRequested(scene_id="scene-comfy", session_id="session-comfy", max_attempts=1,
                              description="Create a scene where Kai fights the dragon", characters=["Kai", "Dragon"])
     await produce(settings, [scene_envelope(request)])
-    progress = await follow_scene(settings, "scene-comfy", timeout_s=240)
+    progress = await workers.watch(follow_scene(settings, "scene-comfy", timeout_s=240))
     workers.assert_alive()
 
     rendered = [v for topic, v in progress.events if topic == "frame.rendered"]

@@ -38,7 +38,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
 
     # The agents keep consuming: a good scene still goes through afterwards.
     await produce(settings, [scene_envelope(kai_request("scene-after-bad-input"))])
-    await follow_scene(settings, "scene-after-bad-input", timeout_s=240)
+    await workers.watch(follow_scene(settings, "scene-after-bad-input", timeout_s=240))
     workers.assert_alive()
 
     for spec in TOPICS:
@@ -78,7 +78,7 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
     await asyncio.sleep(2)
     # ...and come back; the scene completes from where they stopped.
     workers.start("renderer", "learner")
-    progress: SceneProgress = await follower
+    progress: SceneProgress = await workers.watch(follower)
     workers.assert_alive()
     assert len(progress.finals) == progress.shot_count
 

@@ -42,7 +42,7 @@ async def topic_events(settings, scene_id: str) -> dict[str, list]:
 async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings, workers):
     workers.start(*STAGE_NAMES)
     await produce(settings, [scene_envelope(kai_request("scene-e2e"))])
-    progress = await follow_scene(settings, "scene-e2e", timeout_s=240)
+    progress = await workers.watch(follow_scene(settings, "scene-e2e", timeout_s=240))
     workers.assert_alive()
     events = await topic_events(settings, "scene-e2e")
 
@@ -108,7 +108,7 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
 async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings, workers, tower_env, database_url):
     workers.start(*STAGE_NAMES)
     await produce(settings, [scene_envelope(kai_request("scene-replay"))])
-    await follow_scene(settings, "scene-replay", timeout_s=240)
+    await workers.watch(follow_scene(settings, "scene-replay", timeout_s=240))
     conn = await asyncpg.connect(settings.database_url)
     try:
         scored = len(await read_topic(settings.kafka_bootstrap, settings.topic("quality.scored")))
