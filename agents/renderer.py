@@ -1,4 +1,5 @@
-"""renderer: ``prompt.refined`` -> ``frame.rendered`` through the configured render backend."""
+"""renderer: ``prompt.refined`` -> ``frame.rendered`` through the configured render backend,
+publishing ``render.progress`` while it renders."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from events.models import PromptRefined, RenderProgress
 from events.topics import PROMPT_REFINED
 from render.backends import RenderBackend, backend_for, render
 from store.projections import Origin
+from tower.settings import Settings
 
 log = logging.getLogger("tower.agents.renderer")
 
@@ -18,16 +20,21 @@ log = logging.getLogger("tower.agents.renderer")
 class Renderer(Stage):
     name = "renderer"
     inputs = (PROMPT_REFINED,)
-    backend: RenderBackend | None = None
 
-    _current: Envelope[PromptRefined] | None = None
-    _progress_count = 0
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # Built at start-up so an unknown backend or a bad template path stops the worker at once.
+        self.backend: RenderBackend = backend_for(settings, on_progress=self.report)
+        self._current: Envelope[PromptRefined] | None = None
+        self._progress_count = 0
 
-    async def start(self) -> None:
-        self.backend = backend_for(self.settings, on_progress=self.report)
+    async def stop(self) -> None:
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
 
     async def report(self, progress: RenderProgress) -> None:
-        """Publish render progress of the attempt being handled (``concurrency=1``: one at a time)."""
+        """Publish progress of the attempt being handled (``concurrency=1``: one at a time)."""
         if self._current is None:
             return
         self._progress_count += 1
@@ -36,13 +43,7 @@ class Renderer(Stage):
         except Exception as exc:  # noqa: BLE001 - progress must never fail a render
             log.warning("render progress not published: %s", exc)
 
-    async def stop(self) -> None:
-        close = getattr(self.backend, "aclose", None)
-        if close is not None:
-            await close()
-
     async def handle(self, envelope: Envelope[PromptRefined], origin: Origin) -> list[Envelope]:
-        assert self.backend is not None, "Renderer.start() builds the backend before the first event"
         self._current, self._progress_count = envelope, 0
         try:
             rendered = await render(self.backend, envelope.value, Path(self.settings.media_dir))

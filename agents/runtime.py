@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,19 @@ from store.projections import Origin
 from tower.settings import Settings
 
 log = logging.getLogger("tower.agents")
+MAX_BACKOFF_S = 10.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says a service (database, broker, render server) is unreachable."""
+    import asyncpg
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    outage_types = (
+        ConnectionError, TimeoutError, OSError, asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError, KafkaConnectionError, KafkaTimeoutError,
+    )
+    return isinstance(exc, outage_types) or isinstance(exc.__cause__, outage_types)
 
 
 def broker_url(bootstrap: str) -> str:
@@ -118,7 +132,9 @@ class StageRunner:
         where.update(scene_id=envelope.scene_id, event_id=envelope.id, **_shot_fields(envelope.value))
 
         delay = self.settings.handler_backoff_s
-        for attempt in range(self.settings.handler_retries + 1):
+        failures = 0
+        outage_started: float | None = None
+        while True:
             try:
                 await self.ensure_started()
                 outputs = await self.stage.handle(envelope, origin)
@@ -129,13 +145,22 @@ class StageRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
-                if attempt == self.settings.handler_retries:
+                now = time.monotonic()
+                if is_outage(exc):
+                    # The message is fine, a service is not: wait for it rather than dead-letter
+                    # every message that arrives during the outage.
+                    outage_started = outage_started or now
+                    give_up = now - outage_started >= self.settings.outage_retry_s
+                else:
+                    failures += 1
+                    give_up = failures > self.settings.handler_retries
+                if give_up:
                     log.error("giving up on %s: %s", spec.name, exc, extra=where, exc_info=True)
                     await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
                     return
-                log.warning("handler failed (%s), retry %d in %.2fs", exc, attempt + 1, delay, extra=where)
+                log.warning("handler failed (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay, extra=where)
                 await asyncio.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def publish(self, envelope: Envelope) -> None:
         """Send a side event now; delivery is not awaited (best effort)."""

@@ -12,6 +12,7 @@ from events.topics import FRAME_RENDERED
 from render.media import resolve
 from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput, ShotScore
 from store.projections import Origin
+from tower.settings import Settings
 
 
 def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
@@ -44,13 +45,13 @@ def unscored_event(rendered: FrameRendered, reason: str, device: str) -> Quality
 class ScorerStage(Stage):
     name = "scorer"
     inputs = (FRAME_RENDERED,)
-    scorer: Scorer | None = None
-
-    async def start(self) -> None:
-        self.scorer = Scorer(ScorerConfig(device=self.settings.scorer_device))
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # Built here, not on the first event: `TOWER_SCORER_DEVICE=cuda` without CUDA must stop
+        # the worker at start, not dead-letter every frame.
+        self.scorer = Scorer(ScorerConfig(device=settings.scorer_device))
 
     async def handle(self, envelope: Envelope[FrameRendered], origin: Origin) -> list[Envelope]:
-        assert self.scorer is not None, "ScorerStage.start() builds the scorer before the first event"
         rendered = envelope.value
         device = str(self.scorer.device)
         if rendered.status != "ok":

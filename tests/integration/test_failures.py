@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -36,10 +39,25 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
     finally:
         await producer.stop()
 
-    # The agents keep consuming: a good scene still goes through afterwards.
-    await produce(settings, [scene_envelope(kai_request("scene-after-bad-input"))])
-    await workers.watch(follow_scene(settings, "scene-after-bad-input", timeout_s=240))
+    # The agents keep consuming: a good scene, submitted the way a person does, still goes through.
+    submit = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tower", "submit", "Create a scene where Kai fights the dragon",
+        "--characters", "Kai,Dragon", "--scene-id", "scene-after-bad-input", "--follow", "--timeout", "240",
+        env=workers.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await workers.watch(submit.communicate())
+    text = output.decode()
+    assert submit.returncode == 0, text
+    for expected in ("submitted scene-after-bad-input", "shot.planned", "quality.scored", "Shot plan",
+                     "low-angle", "Quality (every attempt", "Pattern updates"):
+        assert expected in text, (expected, text)
     workers.assert_alive()
+    status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-after-bad-input", "--json"],
+                            env=workers.env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert [s["shot_number"] for s in report["shots"]] == [1, 2, 3, 4]
+    assert report["pattern_updates"] and all(a["final"] is not None for a in report["attempts"] if a["composite"] is not None)
 
     for spec in TOPICS:
         topic = settings.topic(spec.name)

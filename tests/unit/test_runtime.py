@@ -92,3 +92,25 @@ def test_dead_letter_headers_keep_the_original_and_say_where_and_why():
         "scene.requested", "2", "17")
     assert (headers["dlq_error_class"], headers["dlq_error_message"], headers["dlq_consumer"]) == (
         "ValueError", "bad", "planner")
+
+
+@dataclass
+class Unreachable(Stage):
+    calls: int = 0
+    name: str = "unreachable"
+    inputs: tuple = (SCENE_REQUESTED,)
+    settings: Settings = field(
+        default_factory=lambda: Settings(handler_backoff_s=0.01, handler_retries=1, outage_retry_s=0.2)
+    )
+
+    async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
+        self.calls += 1
+        raise ConnectionError("database is down")
+
+
+async def test_an_outage_is_waited_out_longer_than_a_failing_handler(kai_request):
+    stage = Unreachable()
+    runner = RecordingRunner(stage)
+    await runner.process(SCENE_REQUESTED, kai_request, good_message(kai_request))
+    assert stage.calls > stage.settings.handler_retries + 1  # kept retrying for outage_retry_s
+    assert runner.dead == [("ConnectionError", runner.dead[0][1])] and "database is down" in runner.dead[0][1]
