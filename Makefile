@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-scoring-gpu bench-comfy schemas clean
+.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-scoring-gpu bench-comfy schemas clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine) -> docs/BE
 
 bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
 	$(PY) -m bench.comfy_overhead
+
+lint: venv  ## ruff (pyflakes + import order)
+	$(PY) -m ruff check .
 
 schemas: venv  ## export the event JSON Schemas to schemas/
 	$(PY) -m tower schemas export schemas

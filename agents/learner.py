@@ -3,31 +3,19 @@ table; a score under the shot's threshold re-issues the shot (attempt + 1) withi
 
 from __future__ import annotations
 
-import asyncpg
-
-from agents.stage import Stage
+from agents.stage import DatabaseStage
 from director.learning import retry_of
 from events.envelope import Envelope
 from events.models import QualityScored
 from events.topics import TOPICS
-from store.pool import open_pool
 from store.projections import Origin, apply_event
 
 
-class Learner(Stage):
+class Learner(DatabaseStage):
     name = "learner"
     inputs = TOPICS
-    pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self.pool = await open_pool(self.settings.database_url, max_size=2)
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
 
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
-        assert self.pool is not None, "Learner.start() opens the pool before the first event"
         async with self.pool.acquire() as conn:
             await apply_event(conn, envelope, origin)
             if not isinstance(envelope.value, QualityScored):
@@ -44,7 +32,6 @@ class Learner(Stage):
 
     async def on_produced(self, envelope: Envelope, outputs: list[Envelope]) -> None:
         if outputs:
-            assert self.pool is not None
             await self.pool.execute(
                 "UPDATE scores SET retry_sent = true WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
                 *_attempt_key(envelope.value),

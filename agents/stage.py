@@ -5,8 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
+import asyncpg
+
 from events.envelope import Envelope
 from events.topics import TopicSpec
+from store.pool import open_pool
 from store.projections import Origin
 from tower.settings import Settings
 
@@ -46,6 +49,25 @@ class Stage(ABC):
     @abstractmethod
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         """The events caused by ``envelope``; raise to have it retried, then dead-lettered."""
+
+
+class DatabaseStage(Stage):
+    """A stage that reads or writes PostgreSQL: a small pool, migrated, opened before the first event."""
+
+    _pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "the runtime calls start() before the first event"
+        return self._pool
+
+    async def start(self) -> None:
+        self._pool = await open_pool(self.settings.database_url, max_size=2)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 async def _nowhere(envelope: Envelope) -> None:

@@ -93,14 +93,16 @@ async def _shot(conn: asyncpg.Connection, env: Envelope, v: ShotPlanned) -> None
     )
     await conn.execute(
         "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id)"
-        " VALUES ($1,$2,$3,$4) ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING",
+        " VALUES ($1,$2,$3,$4) ON CONFLICT (scene_id, shot_number, attempt)"
+        " DO UPDATE SET planned_event_id = EXCLUDED.planned_event_id",
         v.scene_id, s.shot_number, v.attempt, env.id,
     )
 
 
 async def _prompt(conn: asyncpg.Connection, env: Envelope, v: PromptRefined) -> None:
     p = v.prompt
-    # The attempt row may not exist yet: topics are ordered per partition, not across topics.
+    # Upserts: the learner reads the five topics concurrently, so the attempt's row may have
+    # been started by any of its events.
     await conn.execute(
         "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id, prompt,"
         " negative_prompt, seed, modifier, modifier_probability, context)"
@@ -116,8 +118,10 @@ async def _prompt(conn: asyncpg.Connection, env: Envelope, v: PromptRefined) -> 
 
 async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> None:
     await conn.execute(
-        "UPDATE attempts SET render_status = $4, render_reason = $5, render_ms = $6, backend = $7"
-        " WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
+        "INSERT INTO attempts (scene_id, shot_number, attempt, render_status, render_reason, render_ms,"
+        " backend) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (scene_id, shot_number, attempt) DO UPDATE SET"
+        " render_status = EXCLUDED.render_status, render_reason = EXCLUDED.render_reason,"
+        " render_ms = EXCLUDED.render_ms, backend = EXCLUDED.backend",
         v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.render_ms, v.backend,
     )
     await conn.executemany(

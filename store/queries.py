@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from director.learning import Posterior, PatternTable
+from director.learning import PatternTable, Posterior
 
 
 async def posteriors_for(conn: asyncpg.Connection | asyncpg.Pool, context: str) -> dict[str, Posterior]:

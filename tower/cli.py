@@ -7,14 +7,19 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from director.learning import Posterior
+import asyncpg
+
 from agents.registry import STAGE_NAMES
+from director.learning import Posterior
 from events.models import SceneRequested
 from tower.logs import configure_logging
 from tower.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 
 
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except (ConnectionError, LookupError, TimeoutError) as exc:
         print(f"tower: {exc}", file=sys.stderr)
+        return 2
+    except asyncpg.UndefinedTableError as exc:
+        print(f"tower: the database has no Tower schema yet ({exc}); run `tower db migrate`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -201,22 +209,15 @@ def print_report(report: dict[str, Any]) -> None:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from store.queries import scene_report
 
-    async def run() -> int:
-        conn = await connect(settings)
-        try:
-            report = await scene_report(conn, args.scene_id)
-        finally:
-            await conn.close()
-        if report is None:
-            print(f"tower: no scene {args.scene_id!r} in {settings.database_url}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(report, default=str, indent=2))
-        else:
-            print_report(report)
-        return 0
-
-    return asyncio.run(run())
+    report = query(settings, lambda conn: scene_report(conn, args.scene_id))
+    if report is None:
+        print(f"tower: no scene {args.scene_id!r} in {settings.database_url}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print_report(report)
+    return 0
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -242,31 +243,30 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from store.migrate import migrate
 
-    async def run() -> int:
-        conn = await connect(settings)
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
-        print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
-        return 0
-
-    return asyncio.run(run())
+    applied = query(settings, migrate)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
 
 
 def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
     from store.queries import pattern_table
 
-    async def run() -> int:
+    table = query(settings, pattern_table)
+    print(f"{'context':<48} {'modifier':<18} {'mean':>6} {'lower':>6} {'n':>4}")
+    for (context, modifier), post in sorted(table.items(), key=lambda kv: -kv[1].mean):
+        print(f"{context:<48} {modifier:<18} {post.mean:>6.3f} {post.lower_bound:>6.3f} {post.observations:>4}")
+    return 0
+
+
+def query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one database read (or migration) on a fresh connection."""
+
+    async def run() -> T:
         conn = await connect(settings)
         try:
-            table = await pattern_table(conn)
+            return await read(conn)
         finally:
             await conn.close()
-        print(f"{'context':<45} {'modifier':<18} {'mean':>6} {'lower':>6} {'n':>4}")
-        for (context, modifier), post in sorted(table.items(), key=lambda kv: -kv[1].mean):
-            print(f"{context:<45} {modifier:<18} {post.mean:>6.3f} {post.lower_bound:>6.3f} {post.observations:>4}")
-        return 0
 
     return asyncio.run(run())
 

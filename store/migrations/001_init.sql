@@ -67,7 +67,9 @@ CREATE TABLE attempts (
     scene_id        text    NOT NULL,
     shot_number     integer NOT NULL,
     attempt         integer NOT NULL,
-    planned_event_id text   NOT NULL UNIQUE,
+    -- Filled by whichever of shot.planned / prompt.refined / frame.rendered is projected first:
+    -- the learner reads the five topics concurrently, so their order is not guaranteed.
+    planned_event_id text   UNIQUE,
     prompt          text,
     negative_prompt text,
     seed            bigint,
