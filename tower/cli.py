@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = sub.add_parser("worker", help="run a stage's Faust worker (or all of them)")
-    worker.add_argument("stage", choices=(*STAGE_NAMES, "all"), help="the stage to run; `all` runs each in a child process")
+    worker.add_argument("stage", choices=(*STAGE_NAMES, "all"), help="the stage to run; `all` runs the five in this process (development)")
 
     submit = sub.add_parser("submit", help="request a scene (produces scene.requested)")
     submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon"')
@@ -81,11 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from tower.worker import run_all, run_stage
+    from tower.worker import run_stages
 
-    if args.stage == "all":
-        return run_all(settings)
-    run_stage(args.stage, settings)
+    run_stages(STAGE_NAMES if args.stage == "all" else [args.stage], settings)
     return 0
 
 

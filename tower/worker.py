@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import faust
 
-from agents.registry import STAGE_NAMES, stage_class
+from agents.registry import stage_class
 from agents.runtime import build_app
 from tower.kafka import ensure_topics
 from tower.settings import Settings
@@ -21,23 +21,22 @@ from tower.settings import Settings
 T = TypeVar("T")
 
 
-def run_stage(name: str, settings: Settings) -> None:
-    """Run one stage's Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
+def run_stages(names: Sequence[str], settings: Settings) -> None:
+    """Run the stages' Faust apps in this process until stopped (SIGINT/SIGTERM).
+
+    One name is production's shape (`tower worker planner`). Several run as separate Faust apps,
+    each still its own consumer group, on one event loop: the development mode of `tower worker all`.
+    """
     asyncio.run(ensure_topics(settings))
-    stage = stage_class(name)(settings)
-    app = build_app(stage, settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    apps = [build_app(stage_class(name)(settings), settings) for name in names]
+    worker = faust.Worker(*apps, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()
 
 
 class StageProcesses:
-    """Stage workers as child processes (``python -m tower worker NAME``), one per stage.
-
-    Separate processes keep each stage's consumer group, event loop and CPU-bound work (render,
-    score) apart, exactly as in production. Used by ``tower worker all``, the tests and the
-    benchmarks.
-    """
+    """Stage workers as child processes (``python -m tower worker NAME``), one per stage, as in
+    production: the tests and benchmarks use it to run, kill and restart stages independently."""
 
     def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.env = env
@@ -101,29 +100,3 @@ class StageProcesses:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
-
-
-def run_all(settings: Settings) -> int:
-    """Every stage in its own child process, stopped together; if one dies, all stop."""
-    asyncio.run(ensure_topics(settings))
-    children = StageProcesses()
-    children.start(*STAGE_NAMES)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    exit_code = 0
-    try:
-        while not stopping:
-            for name, code in children.exited().items():
-                print(f"tower: worker {name} exited with {code}; stopping the others", file=sys.stderr)
-                exit_code = code or 1
-                stopping = True
-            time.sleep(0.2)
-    finally:
-        children.stop_all()
-    return exit_code
