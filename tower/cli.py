@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="PostgreSQL")
     db.add_argument("action", choices=("migrate",))
 
+    dlq = sub.add_parser("dlq", help="show dead letters: what failed, where it came from, and why")
+    dlq.add_argument("topic", nargs="?", help="a pipeline topic, e.g. shot.planned (default: all five)")
+    dlq.add_argument("--limit", type=int, default=20, help="newest N per topic (default 20)")
+
     sub.add_parser("patterns", help="the learned pattern table (posterior mean, lower bound, count)")
     sub.add_parser("settings", help="print the settings in force")
     return parser
@@ -269,6 +273,33 @@ def query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from events.envelope import header_map
+    from events.topics import BY_NAME, TOPICS, dead_letter_topic
+    from tower.kafka import read_topic
+
+    if args.topic and args.topic not in BY_NAME:
+        print(f"tower: no topic {args.topic!r}; topics: {', '.join(t.name for t in TOPICS)}", file=sys.stderr)
+        return 2
+    names = [args.topic] if args.topic else [t.name for t in TOPICS]
+
+    async def run() -> int:
+        total = 0
+        for name in names:
+            letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic(name)), timeout_s=5)
+            total += len(letters)
+            print(f"{dead_letter_topic(settings.topic(name))}: {len(letters)} dead letter(s)")
+            for record in letters[-args.limit:]:
+                h = header_map(record.headers)
+                key = record.key.decode(errors="replace") if record.key else "-"
+                print(f"  {h.get('dlq_failed_at', '?')}  key={key}  from {h.get('dlq_original_topic')}"
+                      f"[{h.get('dlq_original_partition')}]@{h.get('dlq_original_offset')} by {h.get('dlq_consumer')}")
+                print(f"    {h.get('dlq_error_class')}: {h.get('dlq_error_message')}")
+        return 1 if total else 0
+
+    return asyncio.run(run())
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in settings.model_dump().items():
         print(f"TOWER_{name.upper()}={value}")
@@ -283,6 +314,7 @@ COMMANDS = {
     "schemas": cmd_schemas,
     "db": cmd_db,
     "patterns": cmd_patterns,
+    "dlq": cmd_dlq,
     "settings": cmd_settings,
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from events.codec import Malformed, decode_value
 from events.envelope import Envelope, new_event_id
 from events.models import FrameRendered, PromptRefined, QualityScored, RenderProgress, SceneRequested, ShotPlanned
 from events.topics import BY_NAME, SCENE_REQUESTED, SIDE_TOPICS, TOPICS
+from tower.kafka import partitions_of
 from tower.settings import Settings
 
 
@@ -148,18 +148,10 @@ async def follow_scene(
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
+    """The partitions of every pipeline and side topic."""
     partitions = []
     for spec in TOPICS + SIDE_TOPICS:
-        name = settings.topic(spec.name)
-        for _ in range(50):
-            found = consumer.partitions_for_topic(name)
-            if found:
-                break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
-            await asyncio.sleep(0.1)
-        else:
-            raise LookupError(f"topic {name!r} does not exist; run `tower topics create`")
-        partitions.extend(TopicPartition(name, p) for p in sorted(found))
+        partitions.extend(await partitions_of(consumer, settings.topic(spec.name)))
     return partitions
 
 

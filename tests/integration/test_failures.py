@@ -14,9 +14,9 @@ from agents.registry import STAGE_NAMES
 from events.envelope import header_map
 from events.topics import TOPICS, dead_letter_topic
 from store.queries import pattern_table
-from tests.integration.harness import read_topic
 from tests.integration.test_pipeline import kai_request
 from tower.follow import SceneProgress, follow_scene, produce, scene_envelope
+from tower.kafka import read_topic
 
 # The stage whose input each topic is (the learner also projects all five topics).
 OWNER = {"scene.requested": "planner", "shot.planned": "refiner", "prompt.refined": "renderer",
@@ -76,6 +76,12 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
         assert header_map(bad_json.headers)["dlq_error_class"] == "ValidationError"
         assert "invalid" in header_map(bad_json.headers)["dlq_error_message"]
         assert header_map(bad_envelope.headers)["dlq_error_class"] in {"EnvelopeError", "ValidationError"}
+
+    # A person finds them with `tower dlq`, which exits 1 while there are dead letters.
+    shown = subprocess.run([sys.executable, "-m", "tower", "dlq", "prompt.refined"], env=workers.env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1, shown.stderr
+    assert "4 dead letter(s)" in shown.stdout and "invalid PromptRefined: attempt: Field required" in shown.stdout  # renderer + learner
 
 
 async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, workers):

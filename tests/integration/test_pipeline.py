@@ -14,8 +14,8 @@ from events.envelope import header_map
 from events.models import QualityScored, SceneRequested
 from events.topics import BY_NAME, TOPICS
 from store.queries import pattern_table
-from tests.integration.harness import read_topic
 from tower.follow import follow_scene, produce, scene_envelope
+from tower.kafka import read_topic
 
 KAI = "Create a scene where Kai fights the dragon"
 
