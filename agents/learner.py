@@ -20,7 +20,7 @@ class Learner(DatabaseStage):
             await apply_event(conn, envelope, origin)
             if not isinstance(envelope.value, QualityScored):
                 return []
-            retry = retry_of(envelope.value)
+            retry = retry_of(envelope.value) if self.settings.learner_emits_retries else None
             # Sent unless the broker already has it: a redelivery after a crash between the
             # commit above and the produce re-sends it (same derived id); a replay does not.
             if retry is None or await conn.fetchval(

@@ -23,8 +23,11 @@ class Planner(Stage):
                     scene_id=request.scene_id,
                     session_id=request.session_id,
                     attempt=1,
-                    max_attempts=request.max_attempts,
-                    quality_threshold=request.quality_threshold,
+                    max_attempts=request.max_attempts or self.settings.max_attempts,
+                    quality_threshold=(
+                        self.settings.quality_threshold if request.quality_threshold is None
+                        else request.quality_threshold
+                    ),
                     shot=shot,
                     style=request.style,
                     overall_mood=plan.overall_mood,

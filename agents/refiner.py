@@ -9,7 +9,7 @@ from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from render.backends import workflow_name
 from store.projections import Origin
-from store.queries import posteriors_for
+from store.queries import decide_once, posteriors_for
 
 
 class Refiner(DatabaseStage):
@@ -28,4 +28,5 @@ class Refiner(DatabaseStage):
             workflow=workflow,
             learner_version=self.settings.learner_version,
         )
-        return [envelope.derive(refined, source=self.source)]
+        decided = await decide_once(self.pool, envelope.id, refined.prompt)
+        return [envelope.derive(refined.model_copy(update={"prompt": decided}), source=self.source)]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
 
 from agents.stage import Stage
 from events.codec import EventCodec, Malformed
@@ -36,8 +36,11 @@ def is_outage(exc: BaseException) -> bool:
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
     outage_types = (
-        ConnectionError, TimeoutError, OSError, asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError, KafkaConnectionError, KafkaTimeoutError,
+        ConnectionError, TimeoutError, OSError,
+        asyncpg.InterfaceError,  # includes a connection closed mid-query
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+        KafkaConnectionError, KafkaTimeoutError,
     )
     return isinstance(exc, outage_types) or isinstance(exc.__cause__, outage_types)
 
@@ -119,8 +122,20 @@ class StageRunner:
         self.app.agent(channel, name=f"{self.settings.app_id(self.stage.name)}.{spec.name}", concurrency=1)(agent)
 
     async def process(self, spec: TopicSpec, value: Any, message: Any) -> None:
+        """Handle one message; never raises (Faust would acknowledge it anyway and it would be lost)."""
         origin = Origin(self.stage.name, message.topic, message.partition, message.offset)
-        where = {"stage": self.stage.name, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset}
+        try:
+            await self._process(spec, value, message, origin)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: dead-letter, don't lose
+            log.exception("unexpected failure handling a message", extra=_where(self.stage.name, origin))
+            await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
+
+    async def _process(self, spec: TopicSpec, value: Any, message: Any, origin: Origin) -> None:
+        where = _where(self.stage.name, origin)
+        if value is None:  # Faust hands over a null value (a tombstone) without calling the codec
+            value = Malformed(b"", "EmptyValue", "the message has no value (a tombstone?)")
         if isinstance(value, Malformed):
             await self.dead_letter(message, origin, value.error_class, value.reason)
             return
@@ -133,7 +148,6 @@ class StageRunner:
 
         delay = self.settings.handler_backoff_s
         failures = 0
-        outage_started: float | None = None
         while True:
             try:
                 await self.ensure_started()
@@ -145,22 +159,21 @@ class StageRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
-                now = time.monotonic()
                 if is_outage(exc):
-                    # The message is fine, a service is not: wait for it rather than dead-letter
-                    # every message that arrives during the outage.
-                    outage_started = outage_started or now
-                    give_up = now - outage_started >= self.settings.outage_retry_s
+                    # The message is fine, a service is not: wait for it (the partition waits too)
+                    # rather than dead-letter every message that arrives during the outage.
+                    log.error("service unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
+                              delay, extra=where)
                 else:
                     failures += 1
-                    give_up = failures > self.settings.handler_retries
-                if give_up:
-                    log.error("giving up on %s: %s", spec.name, exc, extra=where, exc_info=True)
-                    await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
-                    return
-                log.warning("handler failed (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay, extra=where)
+                    if failures > self.settings.handler_retries:
+                        log.error("giving up on %s: %s", spec.name, exc, extra=where, exc_info=True)
+                        await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
+                        return
+                    log.warning("handler failed (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay,
+                                extra=where)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                delay = min(max(delay, 0.05) * 2, MAX_BACKOFF_S)
 
     async def publish(self, envelope: Envelope) -> None:
         """Send a side event now; delivery is not awaited (best effort)."""
@@ -182,17 +195,30 @@ class StageRunner:
             await delivery
 
     async def dead_letter(self, message: Any, origin: Origin, error_class: str, reason: str) -> None:
+        """Send ``message`` to its dead-letter topic, retrying until the broker has it.
+
+        It must not be acknowledged before that: while the broker is unreachable this waits (and
+        so does the partition). A value too large for the broker goes without its value.
+        """
         topic = self._topic(dead_letter_topic(origin.topic))
-        raw = message.value if isinstance(message.value, bytes | bytearray) else b""
-        delivery = await topic.send(
-            key=message.key, value=bytes(raw), headers=dead_letter_headers(message.headers, origin, error_class, reason),
-            force=True,
-        )
-        await delivery
-        log.warning(
-            "dead-lettered: %s: %s", error_class, reason,
-            extra={"stage": self.stage.name, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
-        )
+        raw = bytes(message.value) if isinstance(message.value, bytes | bytearray) else b""
+        headers = dead_letter_headers(message.headers, origin, error_class, reason)
+        delay = max(self.settings.handler_backoff_s, 0.05)
+        while True:
+            try:
+                delivery = await topic.send(key=message.key, value=raw, headers=headers, force=True)
+                await delivery
+                break
+            except asyncio.CancelledError:
+                raise
+            except MessageSizeTooLargeError:
+                raw, headers = b"", headers + [("dlq_value_dropped", b"too large for the broker")]
+            except Exception as exc:  # noqa: BLE001 - keep trying: losing the message is worse
+                log.error("cannot dead-letter (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay,
+                          extra=_where(self.stage.name, origin))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        log.warning("dead-lettered: %s: %s", error_class, reason, extra=_where(self.stage.name, origin))
 
 
 def dead_letter_headers(original: Any, origin: Origin, error_class: str, reason: str) -> list[tuple[str, bytes]]:
@@ -207,6 +233,10 @@ def dead_letter_headers(original: Any, origin: Origin, error_class: str, reason:
         ("dlq_failed_at", datetime.now(UTC).isoformat()),
     ]
     return [(name, value.encode()) for name, value in headers]
+
+
+def _where(stage: str, origin: Origin) -> dict[str, Any]:
+    return {"stage": stage, "topic": origin.topic, "partition": origin.partition, "offset": origin.offset}
 
 
 def _shot_fields(value: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from agents.registry import STAGE_NAMES
 from bench.report import percentile, write_section
 from events.envelope import header_map
 from events.models import SceneRequested
+from store.pool import create_database, drop_database
 from tower.follow import follow_scene, produce, scene_envelope, topic_partitions
 from tower.kafka import ensure_topics
 from tower.settings import Settings
@@ -111,9 +112,14 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
     base = Settings()
     unique = uuid.uuid4().hex[:8]
     media = Path(tempfile.mkdtemp(prefix="tower-bench-"))
+    # Its own database, so the benchmark neither trains the patterns the demo and production use
+    # nor depends on what earlier runs learned.
+    database_url = await create_database(base.database_url, f"tower_bench_{unique}")
     env = {**os.environ, "TOWER_TOPIC_PREFIX": f"bench{unique}.", "TOWER_GROUP_PREFIX": f"bench{unique}",
+           "TOWER_DATABASE_URL": database_url,
            "TOWER_MEDIA_DIR": str(media), "TOWER_STATE_DIR": str(media / "state"), "TOWER_LOG_LEVEL": "WARNING"}
-    settings = Settings(topic_prefix=f"bench{unique}.", group_prefix=f"bench{unique}", media_dir=media)
+    settings = Settings(topic_prefix=f"bench{unique}.", group_prefix=f"bench{unique}", media_dir=media,
+                        database_url=database_url)
     await ensure_topics(settings)
     print(f"bench: raw aiokafka hop x{raw_count} on {base.kafka_bootstrap}", file=sys.stderr)
     raw = await raw_hops(base.kafka_bootstrap, raw_count)
@@ -147,6 +153,7 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
     finally:
         workers.stop_all()
         shutil.rmtree(media, ignore_errors=True)
+        await drop_database(base.database_url, f"tower_bench_{unique}")
     hops = await stage_hops(settings, set(latency_ids))
     loaded = await stage_hops(settings, set(ids))
 

@@ -29,8 +29,12 @@ class SceneRequested(_Event):
     description: Annotated[str, Field(min_length=1, max_length=2000)]
     characters: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
     style: str = "anime"
-    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    quality_threshold: Probability = 0.6
+    max_attempts: Annotated[int, Field(ge=1, le=10)] | None = Field(
+        None, description="Attempt budget per shot; unset: the planner's TOWER_MAX_ATTEMPTS."
+    )
+    quality_threshold: Probability | None = Field(
+        None, description="Retry under this composite score; unset: the planner's TOWER_QUALITY_THRESHOLD."
+    )
 
 
 class ShotSpec(BaseModel):

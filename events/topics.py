@@ -40,7 +40,8 @@ SCENE_REQUESTED = TopicSpec("scene.requested", SceneRequested, "tower.scene.requ
 SHOT_PLANNED = TopicSpec("shot.planned", ShotPlanned, "tower.shot.planned.v1")
 PROMPT_REFINED = TopicSpec("prompt.refined", PromptRefined, "tower.prompt.refined.v1")
 FRAME_RENDERED = TopicSpec("frame.rendered", FrameRendered, "tower.frame.rendered.v1")
-QUALITY_SCORED = TopicSpec("quality.scored", QualityScored, "tower.quality.scored.v1")
+# Kept forever: it is the learner's training log, replayed from offset 0 to rebuild the patterns.
+QUALITY_SCORED = TopicSpec("quality.scored", QualityScored, "tower.quality.scored.v1", retention_ms=-1)
 
 # Progress is for watching, not for acting on: a day of it is plenty.
 RENDER_PROGRESS = TopicSpec("render.progress", RenderProgress, "tower.render.progress.v1", retention_ms=DAY_MS)

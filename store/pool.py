@@ -19,3 +19,21 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncp
     async with pool.acquire() as conn:
         await migrate(conn)
     return pool
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``server_url``; return its URL (tests, benchmarks)."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{server_url.rpartition('/')[0]}/{name}"
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

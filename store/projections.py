@@ -58,8 +58,9 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
         elif isinstance(value, FrameRendered):
             await _frames(conn, envelope, value)
         elif isinstance(value, QualityScored):
-            await _score(conn, envelope, value)
-            if learns_from(value):
+            # Learned once per attempt: a second scoring of the same (scene, shot, attempt) under
+            # another event id (a reused scene id, a re-rendered attempt) teaches nothing new.
+            if await _score(conn, envelope, value) and learns_from(value):
                 await _learn(conn, envelope, value)
         return True
 
@@ -134,16 +135,16 @@ async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> 
     )
 
 
-async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> None:
-    await conn.execute(
+async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> bool:
+    return bool(await conn.fetchval(
         "INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed,"
         " final, metrics, scorer_version, device, modifier, context, scored_at, event_id)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
-        " ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING",
+        " ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING RETURNING true",
         v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.composite, v.passed,
         is_final(v), json.dumps(v.metrics), v.scorer_version, v.device, v.prompt.modifier,
         v.prompt.context, env.time, env.id,
-    )
+    ))
 
 
 async def _learn(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from director.learning import PatternTable, Posterior
+from events.models import PromptSpec
 
 
 async def posteriors_for(conn: asyncpg.Connection | asyncpg.Pool, context: str) -> dict[str, Posterior]:
@@ -58,3 +59,14 @@ def _plain(row: asyncpg.Record) -> dict[str, Any]:
             value = json.loads(value)
         result[key] = value
     return result
+
+
+async def decide_once(conn: asyncpg.Connection | asyncpg.Pool, planned_event_id: str, candidate: PromptSpec) -> PromptSpec:
+    """The prompt decided for ``planned_event_id``: ``candidate`` the first time, the stored one after."""
+    stored = await conn.fetchval(
+        "WITH new AS (INSERT INTO refinements (planned_event_id, prompt) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING prompt)"
+        " SELECT prompt FROM new UNION ALL SELECT prompt FROM refinements WHERE planned_event_id = $1 LIMIT 1",
+        planned_event_id, candidate.model_dump_json(),
+    )
+    return PromptSpec.model_validate_json(stored)

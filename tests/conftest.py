@@ -9,9 +9,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
+from director.planner import plan_scene
+from events.models import SceneRequested, ShotPlanned
+from store.pool import create_database, drop_database
 from tests.integration.harness import kafka_service, postgres_service
 from tower.settings import Settings
 from tower.worker import StageProcesses
@@ -44,18 +46,8 @@ def postgres_url() -> Iterator[str]:
 async def database_url(postgres_url: str) -> AsyncIterator[str]:
     """A fresh, empty database for one test (dropped afterwards)."""
     name = f"tower_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, _ = postgres_url.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    yield await create_database(postgres_url, name)
+    await drop_database(postgres_url, name)
 
 
 @pytest.fixture
@@ -76,7 +68,7 @@ def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[s
         "TOWER_SCORER_DEVICE": "cpu",
         "TOWER_LOG_LEVEL": "INFO",
     }
-    return {**os.environ, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return {**os.environ, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 @pytest.fixture
@@ -91,3 +83,31 @@ def workers(tower_env: dict[str, str], tmp_path: Path) -> Iterator[StageProcesse
     pool = StageProcesses(tower_env, log_dir)
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture
+def kai_request() -> SceneRequested:
+    return SceneRequested(
+        scene_id="scene-kai",
+        session_id="session-1",
+        description="Create a scene where Kai fights the dragon",
+        characters=["Kai", "Dragon"],
+    )
+
+
+@pytest.fixture
+def kai_shots(kai_request: SceneRequested) -> list[ShotPlanned]:
+    plan = plan_scene(kai_request, fps=4)
+    return [
+        ShotPlanned(
+            scene_id=kai_request.scene_id,
+            session_id=kai_request.session_id,
+            attempt=1,
+            max_attempts=3,
+            quality_threshold=0.6,
+            shot=shot,
+            overall_mood=plan.overall_mood,
+            lighting_suggestions=plan.lighting_suggestions,
+        )
+        for shot in plan.shots
+    ]

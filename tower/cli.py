@@ -16,6 +16,7 @@ import asyncpg
 from agents.registry import STAGE_NAMES
 from director.learning import Posterior
 from events.models import SceneRequested
+from tower.follow import SceneFailed
 from tower.logs import configure_logging
 from tower.settings import Settings, get_settings
 
@@ -40,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--session", default=None, help="creative session id (default: a new one)")
     submit.add_argument("--scene-id", default=None, help="scene id (default: a new one)")
     submit.add_argument("--style", default="anime")
-    submit.add_argument("--max-attempts", type=int, default=None, help="default: TOWER_MAX_ATTEMPTS")
-    submit.add_argument("--threshold", type=float, default=None, help="default: TOWER_QUALITY_THRESHOLD")
+    submit.add_argument("--max-attempts", type=int, default=None, help="attempt budget per shot (default: the planner's TOWER_MAX_ATTEMPTS)")
+    submit.add_argument("--threshold", type=float, default=None, help="retry under this score (default: the planner's TOWER_QUALITY_THRESHOLD)")
     submit.add_argument("--follow", action="store_true", help="show progress, then the plan, scores and pattern updates")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds --follow waits (default 600)")
 
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectionError, LookupError, TimeoutError) as exc:
         print(f"tower: {exc}", file=sys.stderr)
         return 2
+    except SceneFailed as exc:
+        print(f"tower: {exc}", file=sys.stderr)
+        return 1
     except asyncpg.UndefinedTableError as exc:
         print(f"tower: the database has no Tower schema yet ({exc}); run `tower db migrate`", file=sys.stderr)
         return 2
@@ -101,8 +105,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         description=args.description,
         characters=[c.strip() for c in args.characters.split(",") if c.strip()],
         style=args.style,
-        max_attempts=args.max_attempts or settings.max_attempts,
-        quality_threshold=settings.quality_threshold if args.threshold is None else args.threshold,
+        max_attempts=args.max_attempts,
+        quality_threshold=args.threshold,
     )
 
     async def run() -> int:

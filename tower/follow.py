@@ -11,9 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from director.learning import is_final
 from events.codec import Malformed, decode_value
-from events.envelope import Envelope, new_event_id
+from events.envelope import Envelope, header_map, new_event_id
 from events.models import FrameRendered, PromptRefined, QualityScored, RenderProgress, SceneRequested, ShotPlanned
-from events.topics import BY_NAME, SCENE_REQUESTED, SIDE_TOPICS, TOPICS
+from events.topics import BY_NAME, DEAD_LETTER_SUFFIX, SCENE_REQUESTED, SIDE_TOPICS, TOPICS, dead_letter_topic
 from tower.kafka import partitions_of
 from tower.settings import Settings
 
@@ -98,6 +98,18 @@ def describe(topic: str, value: object) -> str:
     return f"{topic}: {value!r}"
 
 
+class SceneFailed(RuntimeError):
+    """An event of the scene was dead-lettered: the shot it belongs to cannot finish."""
+
+    def __init__(self, scene_id: str, headers: dict[str, str]) -> None:
+        self.headers = headers
+        super().__init__(
+            f"scene {scene_id}: a {headers.get('dlq_original_topic', '?')} event was dead-lettered by "
+            f"{headers.get('dlq_consumer', '?')}: {headers.get('dlq_error_class', '?')}: "
+            f"{headers.get('dlq_error_message', '?')} (see `tower dlq`)"
+        )
+
+
 async def follow_scene(
     settings: Settings,
     scene_id: str,
@@ -106,8 +118,9 @@ async def follow_scene(
     timeout_s: float = 300.0,
     on_event: Callable[[str, object], None] | None = None,
 ) -> SceneProgress:
-    """Read the five topics from ``start_offsets`` (default: the beginning) until the scene is
-    done; raise :class:`TimeoutError` naming the shots still open when ``timeout_s`` passes."""
+    """Read the scene's events from ``start_offsets`` (default: the beginning) until every shot
+    has a final score. Raise :class:`SceneFailed` as soon as one of its events is dead-lettered
+    (the scene cannot finish then), :class:`TimeoutError` naming the open shots after ``timeout_s``."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-follow"
     )
@@ -132,10 +145,13 @@ async def follow_scene(
                 )
             batches = await consumer.getmany(timeout_ms=500)
             for tp, records in batches.items():
-                spec = BY_NAME[tp.topic[len(settings.topic_prefix):]]
+                name = tp.topic[len(settings.topic_prefix):]
                 for record in records:
                     if record.key != key:
                         continue
+                    if name.endswith(DEAD_LETTER_SUFFIX):
+                        raise SceneFailed(scene_id, header_map(record.headers))
+                    spec = BY_NAME[name]
                     value = decode_value(spec.model, record.value)
                     if isinstance(value, Malformed):
                         continue
@@ -148,10 +164,12 @@ async def follow_scene(
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
-    """The partitions of every pipeline and side topic."""
+    """The partitions of every pipeline topic, its dead-letter topic, and the side topics."""
+    names = [settings.topic(spec.name) for spec in TOPICS + SIDE_TOPICS]
+    names += [dead_letter_topic(settings.topic(spec.name)) for spec in TOPICS]
     partitions = []
-    for spec in TOPICS + SIDE_TOPICS:
-        partitions.extend(await partitions_of(consumer, settings.topic(spec.name)))
+    for name in names:
+        partitions.extend(await partitions_of(consumer, name))
     return partitions
 
 

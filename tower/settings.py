@@ -55,12 +55,12 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, le=10, description="Attempt budget per shot (per scene default).")
     learner_version: str = Field("1", description="Seeds the refiner's sampling; bump to re-explore.")
+    learner_emits_retries: bool = Field(
+        True, description="Whether the learner re-issues low-scoring shots; false to retrain from a replay."
+    )
 
     handler_retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-lettering.")
     handler_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles per retry (at most 10 s).")
-    outage_retry_s: float = Field(
-        300.0, ge=0, description="How long a handler waits out an unreachable database/broker/server before dead-lettering."
-    )
     commit_interval_s: float = Field(1.0, gt=0, description="How often agents commit consumer offsets.")
     session_timeout_s: float = Field(
         30.0, gt=0, description="Consumer session timeout: how soon a crashed worker's partitions move on."

@@ -37,8 +37,8 @@ CREATE TABLE scenes (
     description       text        NOT NULL,
     characters        jsonb       NOT NULL,
     style             text        NOT NULL,
-    max_attempts      integer     NOT NULL,
-    quality_threshold double precision NOT NULL,
+    max_attempts      integer,           -- NULL: the planner's default applied
+    quality_threshold double precision,
     requested_at      timestamptz NOT NULL,
     event_id          text        NOT NULL UNIQUE
 );
@@ -143,3 +143,12 @@ CREATE TABLE pattern_updates (
     observations integer NOT NULL
 );
 CREATE INDEX pattern_updates_scene ON pattern_updates (scene_id);
+
+-- The refiner's decision per shot.planned event. A redelivered shot.planned (a crash, a
+-- rebalance, a re-sent retry) must get the same modifier and seed under the same derived
+-- prompt.refined id, even though the pattern table has moved on since.
+CREATE TABLE refinements (
+    planned_event_id text PRIMARY KEY,
+    prompt           jsonb       NOT NULL,
+    decided_at       timestamptz NOT NULL DEFAULT now()
+);

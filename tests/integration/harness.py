@@ -7,12 +7,19 @@ the native broker (``infra/kafka/kafkactl start``). PostgreSQL likewise with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tower.kafka import partitions_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,3 +58,26 @@ def postgres_service() -> Iterator[str]:
         yield subprocess.run(
             [REPO / "infra/postgres/pgctl", "url"], check=True, capture_output=True, text=True
         ).stdout.strip()
+
+
+async def wait_for_group(bootstrap: str, group: str, topics: list[str], *, timeout_s: float = 120.0) -> None:
+    """Wait until consumer group ``group`` has committed the end offset of every non-empty partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
+        ends = {tp: end for tp, end in (await consumer.end_offsets(partitions)).items() if end > 0}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = await admin.list_consumer_group_offsets(group)
+            behind = {tp: end for tp, end in ends.items() if tp not in committed or committed[tp].offset < end}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"group {group} still behind on {behind}")
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()

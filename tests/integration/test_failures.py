@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from agents.registry import STAGE_NAMES
@@ -15,7 +16,7 @@ from events.envelope import header_map
 from events.topics import TOPICS, dead_letter_topic
 from store.queries import pattern_table
 from tests.integration.test_pipeline import kai_request
-from tower.follow import SceneProgress, follow_scene, produce, scene_envelope
+from tower.follow import SceneFailed, SceneProgress, follow_scene, produce, scene_envelope
 from tower.kafka import read_topic
 
 # The stage whose input each topic is (the learner also projects all five topics).
@@ -61,7 +62,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
 
     for spec in TOPICS:
         topic = settings.topic(spec.name)
-        letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(topic), expect=2)
+        letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(topic), expect=4)  # owner + learner
         mine = [r for r in letters if header_map(r.headers)["dlq_consumer"] == OWNER[spec.name]]
         assert len(mine) == 2, (spec.name, [header_map(r.headers) for r in letters])
         not_json, no_headers = sent[spec.name]
@@ -76,6 +77,10 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
         assert header_map(bad_json.headers)["dlq_error_class"] == "ValidationError"
         assert "invalid" in header_map(bad_json.headers)["dlq_error_message"]
         assert header_map(bad_envelope.headers)["dlq_error_class"] in {"EnvelopeError", "ValidationError"}
+
+    # Following a scene whose event was dead-lettered fails at once, naming the reason.
+    with pytest.raises(SceneFailed, match="was dead-lettered by"):
+        await follow_scene(settings, "bad-scene", timeout_s=60)
 
     # A person finds them with `tower dlq`, which exits 1 while there are dead letters.
     shown = subprocess.run([sys.executable, "-m", "tower", "dlq", "prompt.refined"], env=workers.env,

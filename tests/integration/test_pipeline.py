@@ -14,6 +14,7 @@ from events.envelope import header_map
 from events.models import QualityScored, SceneRequested
 from events.topics import BY_NAME, TOPICS
 from store.queries import pattern_table
+from tests.integration.harness import wait_for_group
 from tower.follow import follow_scene, produce, scene_envelope
 from tower.kafka import read_topic
 
@@ -121,22 +122,28 @@ async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings
         # A second learner, a new consumer group from offset 0, over the same database: every
         # event is recognised, nothing is applied twice.
         workers.stop_all()
-        workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay"}
+        replay = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay",
+                  "TOWER_LEARNER_EMITS_RETRIES": "false"}
+        workers.env = replay
         workers.start("learner")
-        await asyncio.sleep(15)
-        workers.assert_alive()
+        topics = [settings.topic(spec.name) for spec in TOPICS]
+        await workers.watch(wait_for_group(settings.kafka_bootstrap, replay["TOWER_GROUP_PREFIX"] + "-learner", topics))
         assert await pattern_table(conn) == live
 
         # From scratch: wipe the learner's tables and replay again into the empty database.
         workers.stop_all()
         await conn.execute("TRUNCATE processed_events, event_log, sessions, scenes, shots, attempts,"
                            " frames, scores, patterns, pattern_updates")
-        workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-rebuild"}
+        workers.env = {**replay, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-rebuild"}
+        planned_before = len(await read_topic(settings.kafka_bootstrap, settings.topic("shot.planned")))
         workers.start("learner")
         for _ in range(150):
             if await conn.fetchval("SELECT count(*) FROM pattern_updates") >= scored:
                 break
             await asyncio.sleep(0.2)
         assert await pattern_table(conn) == live
+        # Retraining re-issued no shots (TOWER_LEARNER_EMITS_RETRIES=false).
+        await workers.watch(wait_for_group(settings.kafka_bootstrap, tower_env["TOWER_GROUP_PREFIX"] + "-rebuild-learner", topics))
+        assert len(await read_topic(settings.kafka_bootstrap, settings.topic("shot.planned"))) == planned_before
     finally:
         await conn.close()

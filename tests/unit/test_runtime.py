@@ -96,21 +96,31 @@ def test_dead_letter_headers_keep_the_original_and_say_where_and_why():
 
 @dataclass
 class Unreachable(Stage):
+    """Its database is down for the first ``outage`` calls."""
+
+    outage: int = 5
     calls: int = 0
     name: str = "unreachable"
     inputs: tuple = (SCENE_REQUESTED,)
-    settings: Settings = field(
-        default_factory=lambda: Settings(handler_backoff_s=0.01, handler_retries=1, outage_retry_s=0.2)
-    )
+    settings: Settings = field(default_factory=lambda: Settings(handler_backoff_s=0.001, handler_retries=1))
 
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         self.calls += 1
-        raise ConnectionError("database is down")
+        if self.calls <= self.outage:
+            raise ConnectionError("database is down")
+        return []
 
 
-async def test_an_outage_is_waited_out_longer_than_a_failing_handler(kai_request):
+async def test_an_outage_is_waited_out_not_dead_lettered(kai_request):
     stage = Unreachable()
     runner = RecordingRunner(stage)
     await runner.process(SCENE_REQUESTED, kai_request, good_message(kai_request))
-    assert stage.calls > stage.settings.handler_retries + 1  # kept retrying for outage_retry_s
-    assert runner.dead == [("ConnectionError", runner.dead[0][1])] and "database is down" in runner.dead[0][1]
+    assert stage.calls == stage.outage + 1 > stage.settings.handler_retries + 1
+    assert runner.dead == [] and len(runner.produced) == 1
+
+
+async def test_a_null_value_is_dead_lettered_not_lost(kai_request):
+    stage = Flaky(failures=0)
+    runner = RecordingRunner(stage)
+    await runner.process(SCENE_REQUESTED, None, Message(None, good_message(kai_request).headers))
+    assert stage.calls == 0 and runner.dead[0][0] == "EmptyValue"
