@@ -9,7 +9,7 @@ from agents.stage import Stage
 from events.envelope import Envelope
 from events.models import FrameRendered, QualityScored
 from events.topics import FRAME_RENDERED
-from render.media import resolve
+from render.media import verified
 from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput, ShotScore
 from store.projections import Origin
 from tower.settings import Settings
@@ -59,7 +59,9 @@ class ScorerStage(Stage):
             return [envelope.derive(failed, source=self.source)]
         root = Path(self.settings.media_dir)
         try:
-            paths = [resolve(root, frame.uri) for frame in sorted(rendered.frames, key=lambda f: f.index)]
+            paths = await asyncio.to_thread(
+                lambda: [verified(root, frame) for frame in sorted(rendered.frames, key=lambda f: f.index)]
+            )
         except ValueError as exc:
             return [envelope.derive(unscored_event(rendered, str(exc), device), source=self.source)]
         shot = ShotInput(frames=paths, expected_motion=rendered.shot.expected_motion)

@@ -46,6 +46,19 @@ def write_frames(root: Path, relative_dir: Path, frames: list[np.ndarray]) -> li
     return refs
 
 
+def verified(root: Path, ref: FrameRef) -> Path:
+    """The file of ``ref``, checked against its sha256: the frame scored is the frame the event names
+    (a redelivered render may have rewritten the folder since)."""
+    path = resolve(root, ref.uri)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ValueError(f"frame {ref.uri} cannot be read: {exc.strerror or exc}") from exc
+    if digest != ref.sha256:
+        raise ValueError(f"frame {ref.uri} changed since it was rendered (sha256 {digest[:12]}, expected {ref.sha256[:12]})")
+    return path
+
+
 def resolve(root: Path, uri: str) -> Path:
     """The file behind a frame URI; refuses URIs that escape the media root."""
     path = (root / uri).resolve()

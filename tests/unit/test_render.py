@@ -72,3 +72,16 @@ async def test_a_render_that_cannot_succeed_is_a_failed_event(tmp_path, kai_shot
     event = event.model_copy(update={"prompt": event.prompt.model_copy(update={"modifier": "nope"})})
     rendered = await render(ProceduralBackend(), event, tmp_path)
     assert rendered.status == "failed" and "unknown modifier" in rendered.reason and not rendered.frames
+
+
+def test_frames_are_verified_against_their_digest(tmp_path, kai_shots):
+    from render.media import verified
+
+    [ref] = write_frames(tmp_path, attempt_dir("s", 1, 1), frames_for(kai_shots[0])[:1])
+    assert verified(tmp_path, ref) == resolve(tmp_path, ref.uri)
+    resolve(tmp_path, ref.uri).write_bytes(b"rewritten by another render")
+    with pytest.raises(ValueError, match="changed since it was rendered"):
+        verified(tmp_path, ref)
+    resolve(tmp_path, ref.uri).unlink()
+    with pytest.raises(ValueError, match="cannot be read"):
+        verified(tmp_path, ref)
