@@ -10,7 +10,7 @@ from events.envelope import Envelope
 from events.models import FrameRendered, QualityScored
 from events.topics import FRAME_RENDERED
 from render.media import verified
-from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput, ShotScore
+from scoring import SCORER_VERSION, CompositeWeights, Scorer, ScorerConfig, ShotInput, ShotScore
 from store.projections import Origin
 from tower.settings import Settings
 
@@ -49,7 +49,9 @@ class ScorerStage(Stage):
         super().__init__(settings)
         # Built here, not on the first event: `TOWER_SCORER_DEVICE=cuda` without CUDA must stop
         # the worker at start, not dead-letter every frame.
-        self.scorer = Scorer(ScorerConfig(device=settings.scorer_device))
+        self.scorer = Scorer(
+            ScorerConfig(device=settings.scorer_device, weights=CompositeWeights(**settings.scorer_weights))
+        )
 
     async def handle(self, envelope: Envelope[FrameRendered], origin: Origin) -> list[Envelope]:
         rendered = envelope.value

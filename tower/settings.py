@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     scorer_device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Scoring device: `auto` takes CUDA when there is one."
     )
+    scorer_weights: dict[str, float | str] = Field(
+        default_factory=dict,
+        description='Composite weights as JSON, e.g. {"motion": 0.4, "consistency": 0.1}; unset ones keep '
+        "their defaults (docs/SCORING.md).",
+    )
     quality_threshold: float = Field(
         0.6, ge=0, le=1, description="Composite score under which a shot is retried (per scene default)."
     )
