@@ -53,6 +53,9 @@ class ScorerStage(Stage):
             ScorerConfig(device=settings.scorer_device, weights=CompositeWeights(**settings.scorer_weights))
         )
 
+    async def stop(self) -> None:
+        self.scorer.close()
+
     async def handle(self, envelope: Envelope[FrameRendered], origin: Origin) -> list[Envelope]:
         rendered = envelope.value
         device = str(self.scorer.device)

@@ -9,6 +9,7 @@ error the endpoint documents. Nothing here retries: retry policy lives in :mod:`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -20,6 +21,7 @@ import httpx
 from comfy.errors import (
     AmbiguousSubmit,
     ComfyError,
+    IdsNotHonoured,
     ModelMissing,
     OutputError,
     TransportError,
@@ -187,9 +189,12 @@ class ComfyClient:
             raise ComfyError(f"POST /prompt: HTTP {response.status_code}: {response.text[:200]}", server=self.url)
         returned = str(payload.get("prompt_id", prompt_id))
         if returned != prompt_id:
-            # A server that ignores client-chosen ids would defeat the duplicate check; refuse it.
-            await self.delete_queued([returned])
-            raise ComfyError(
+            # A server that ignores client-chosen ids would defeat the duplicate check; refuse it,
+            # and stop what it queued (an idle server starts it at once, so dequeue and interrupt).
+            with contextlib.suppress(ComfyError):
+                await self.delete_queued([returned])
+                await self.interrupt(returned)
+            raise IdsNotHonoured(
                 f"server replaced prompt id {prompt_id} with {returned}; it does not honour client ids",
                 server=self.url,
             )

@@ -44,6 +44,12 @@ class ComfyError(Exception):
         return self.disposition is Disposition.FINAL
 
 
+class IdsNotHonoured(ComfyError):
+    """The server replaced our client-chosen prompt id: the duplicate check cannot work there."""
+
+    disposition = Disposition.OTHER_SERVER
+
+
 class TransportError(ComfyError):
     """The server could not be reached or broke the exchange (connect, reset, timeout, 5xx)."""
 

@@ -159,7 +159,14 @@ class ComfyPool:
                     attempt=attempt,
                     config=self.job_config,
                 )
-                value = await finish(server.client, result)
+                try:
+                    # Collecting outputs counts against the same deadline as the render.
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        value = await finish(server.client, result)
+                except TimeoutError as exc:
+                    raise JobTimeout(
+                        f"collecting the outputs of {result.prompt_id} ran past the deadline", server=server.url
+                    ) from exc
                 # Outputs are collected: the entry can go. In the background, because the caller
                 # does not need to wait for housekeeping (a failure only leaves an entry behind).
                 server.client.spawn(_forget(server.client, result.prompt_id))
@@ -183,11 +190,12 @@ class ComfyPool:
                         excluded.add(server.url)
                     log.warning("comfy: %s on %s; one retry elsewhere", exc, server.url)
                     continue
+                # Recorded before the deadline check, so the prompt is cancelled once the server answers.
+                if isinstance(exc, AmbiguousSubmit) and getattr(exc, "server_fault", False):
+                    server.orphans.add(exc.prompt_id)
                 if isinstance(exc, JobTimeout) or time.monotonic() >= deadline:
                     raise
                 if getattr(exc, "server_fault", False):
-                    if isinstance(exc, AmbiguousSubmit):
-                        server.orphans.add(exc.prompt_id)
                     self._mark_down(server, exc)
                 transient += 1
                 if transient > self.config.retries:

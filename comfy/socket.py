@@ -132,6 +132,7 @@ class ComfySocket:
 
     async def _run(self) -> None:
         delay = 0.05
+        opened = time.monotonic()
         while not self._closing:
             try:
                 # compression off: messages are small and latency matters more than bytes;
@@ -148,9 +149,10 @@ class ComfySocket:
                 ) as ws:
                     self.connections += 1
                     self._connected.set()
-                    delay = 0.05
-                    if self.connections > 1:
-                        self._gap("reconnected")
+                    opened = time.monotonic()
+                    # Every (re)connect may have missed messages, the first one too (a job can be
+                    # submitted before it): followers re-check by polling.
+                    self._gap("connected" if self.connections == 1 else "reconnected")
                     async for raw in ws:
                         message = parse(raw, time.monotonic())
                         if message is not None:
@@ -166,5 +168,9 @@ class ComfySocket:
                 self._gap("disconnected")
             if self._closing:
                 break
+            # The backoff restarts only after a connection that lasted: a server that accepts and
+            # drops at once is not hammered with reconnects.
+            if self.connections and time.monotonic() - opened > 5.0:
+                delay = 0.05
             await asyncio.sleep(delay)
             delay = min(self._max_backoff, delay * 2)

@@ -174,4 +174,11 @@ def _widget_inputs(node_id: int, node: dict[str, Any], info: dict[str, Any]) -> 
         for flag, marker in UPLOAD_FLAGS.items():
             if opts.get(flag) and position < len(values) and values[position] == marker:
                 position += 1
+    if position != len(values):
+        # Left-over values mean the node's widgets changed since the export: values would land on
+        # the wrong inputs.
+        raise WorkflowError(
+            f"node {node_id} ({node.get('type')}): {len(values)} widget value(s) but only {position} used; "
+            "the export does not match this server's node definition"
+        )
     return out

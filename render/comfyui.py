@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from comfy.client import ComfyClient
 from comfy.errors import ComfyError, WorkflowError
 from comfy.jobs import JobResult
@@ -240,18 +242,22 @@ def store_outputs(root: Path, relative_dir: Path, blobs: list[bytes]) -> list[Fr
             skipped += 1
             continue
         if media.kind == "still":
-            if media.ext == ".png":
-                add_frame(data, *png_size(data))
-            else:
-                frame = still_frame(data)
-                add_frame(encode_png(frame), frame.shape[1], frame.shape[0])
+            try:
+                if media.ext == ".png":
+                    add_frame(data, *png_size(data))
+                else:
+                    frame = still_frame(data)
+                    add_frame(encode_png(frame), frame.shape[1], frame.shape[0])
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                # The same bytes will fail the same way: final, not a transient error to retry.
+                raise RenderError(f"comfyui: cannot decode {media.ext} output: {exc}") from exc
             continue
         clip = folder / f"clip_{clips:02d}{media.ext}"
         clips += 1
         _write_atomic(clip, data)
         try:
             frames = animated_frames(data) if media.kind == "animated" else video_frames(clip)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise RenderError(f"comfyui: cannot decode {media.kind} output {clip.name}: {exc}") from exc
         for frame in frames:
             add_frame(encode_png(frame), frame.shape[1], frame.shape[0])

@@ -48,7 +48,10 @@ def decode_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise FrameError(f"cannot read frame file {p}: {exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        raise FrameError(f"undecodable image {p}: {str(exc).strip().splitlines()[-1]}") from exc
     if img is None:
         raise FrameError(f"corrupt or undecodable image: {p}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -82,6 +85,8 @@ def tensor_to_frames(frames: Tensor) -> list[np.ndarray]:
         raise FrameError(f"frame tensor must be [N, C, H, W], got shape {tuple(frames.shape)}")
     if frames.shape[1] not in (1, 3):
         raise FrameError(f"frame tensor must have 1 or 3 channels, got {frames.shape[1]}")
+    if frames.numel() == 0:
+        raise FrameError(f"frame tensor is empty, shape {tuple(frames.shape)}")
     t = frames.detach()
     if t.dtype == torch.uint8:
         u8 = t

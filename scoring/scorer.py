@@ -214,6 +214,9 @@ class Scorer:
             except FrameError as exc:
                 s.error = str(exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad shot must never fail the others
+                s.error = f"invalid frames: {type(exc).__name__}: {exc}"
+                continue
             n = len(fr) if not isinstance(fr, Tensor) else len(s.frames)
             if n < 2:
                 s.error = f"shot has {n} frame(s); temporal metrics need at least 2"

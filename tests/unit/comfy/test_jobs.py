@@ -11,8 +11,9 @@ import pytest
 from comfy.client import ComfyClient
 from comfy.errors import (
     AmbiguousSubmit,
-    ComfyError,
+    Disposition,
     ExecutionFailed,
+    IdsNotHonoured,
     JobTimeout,
     ModelMissing,
     OutOfMemory,
@@ -50,10 +51,12 @@ async def test_prompt_ids_are_canonical_uuids_accepted_by_a_strict_server(fake, 
 
 async def test_a_server_that_replaces_prompt_ids_is_refused(fake, client):
     fake.behaviour.accept_prompt_ids = False
-    with pytest.raises(ComfyError, match="does not honour client ids"):
+    with pytest.raises(IdsNotHonoured, match="does not honour client ids") as caught:
         await run_job(client, save_graph(), deadline=soon(), config=FAST_JOB)
+    assert caught.value.disposition is Disposition.OTHER_SERVER  # not retried on the same server
     await asyncio.sleep(0.05)
     assert fake.deleted_queue == fake.submissions  # the stray prompt was removed again
+    assert fake.interrupts == fake.submissions  # ...and stopped, had it started
 
 
 async def test_newer_jobs_api_tells_unknown_from_unfinished(fake, client):

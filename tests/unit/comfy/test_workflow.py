@@ -180,3 +180,10 @@ def test_ui_bypass_unknown_types_and_short_widgets_are_refused():
     ui["nodes"][0]["widgets_values"] = [64]
     with pytest.raises(WorkflowError, match="no value for widget"):
         ui_to_api(ui, OBJECT_INFO)
+
+
+def test_ui_export_with_left_over_widget_values_is_refused():
+    ui = ui_workflow()
+    ui["nodes"][0]["widgets_values"] = [64, 48, 2, 0, 99]  # a widget this server's EmptyImage lacks
+    with pytest.raises(WorkflowError, match="widget value\\(s\\) but only 4 used"):
+        ui_to_api(ui, OBJECT_INFO)

@@ -225,3 +225,29 @@ def test_device_selection() -> None:
         assert auto.device.type == "cpu"
         with pytest.raises(ValueError, match="cuda"):
             Scorer(ScorerConfig(device="cuda"))
+
+
+def test_inputs_that_break_the_decoder_fail_only_their_own_shot(tmp_path):
+    import struct
+    import zlib
+
+    import torch
+
+    from scoring import Scorer, ScorerConfig, ShotInput
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    # A PNG whose header claims 60000x60000 pixels: OpenCV refuses it with cv2.error.
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+    scorer = Scorer(ScorerConfig(device="cpu"))
+    good, empty, bomb = scorer.score_shots([
+        ShotInput(frames=torch.rand(3, 3, 64, 64), expected_motion=0.5),
+        ShotInput(frames=torch.zeros(0, 3, 64, 64), expected_motion=0.5),
+        ShotInput(frames=[huge, huge], expected_motion=0.5),
+    ])
+    assert good.status == "ok"
+    assert empty.status == "failed" and "empty" in empty.reason
+    assert bomb.status == "failed" and "undecodable image" in bomb.reason

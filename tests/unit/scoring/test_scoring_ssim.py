@@ -39,10 +39,12 @@ def test_matches_torchmetrics(n: int, c: int, h: int, w: int, noise: float) -> N
 
 def test_chunking_does_not_change_results() -> None:
     x = _frames(11, 3, 64, 64, 0.1)
-    whole = ssim_pairs(x, 1.0)
-    # 1 byte forces the minimum chunk (one pair); 200 kB gives a few frames per chunk.
-    for bound in (1, 200_000):
-        assert torch.allclose(ssim_pairs(x, 1.0, max_batch_bytes=bound), whole, atol=1e-6, rtol=0)
+    whole = ssim_pairs(x, 1.0, chunk_frames=11)  # every frame in one pass
+    # Chunk boundaries fall in different places for each size; frames at a boundary are in two chunks.
+    for frames_per_chunk in (2, 3, 5):
+        got = ssim_pairs(x, 1.0, chunk_frames=frames_per_chunk)
+        assert torch.allclose(got, whole, atol=1e-6, rtol=0), frames_per_chunk
+    assert torch.allclose(ssim_pairs(x, 1.0, max_batch_bytes=1), whole, atol=1e-6, rtol=0)  # the minimum chunk
 
 
 def test_data_range_255_float64() -> None:
