@@ -100,7 +100,7 @@ def _contenders() -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]
             ),
         )
     except ImportError:
-        pass
+        print("bench: pytorch-msssim is not installed (make venv installs it); not compared", file=sys.stderr)
     try:
         import kornia
 
@@ -109,7 +109,7 @@ def _contenders() -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]
             lambda x: kornia.metrics.ssim(x[:-1], x[1:], 11, max_val=1.0, eps=0.0).mean(dim=(1, 2, 3)),
         )
     except ImportError:
-        pass
+        print("bench: kornia is not installed (make venv installs it); not compared", file=sys.stderr)
     try:
         from skimage.metrics import structural_similarity
 
@@ -131,7 +131,7 @@ def _contenders() -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]
 
         out["scikit-image (1 thread)"] = ("scipy reflect, 5 px border cropped", sk)
     except ImportError:
-        pass
+        print("bench: scikit-image is not installed (make venv installs it); not compared", file=sys.stderr)
     return out
 
 
