@@ -16,8 +16,9 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import faust
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from agents.stage import Stage
 from events.codec import EventCodec, Malformed
@@ -30,19 +31,23 @@ log = logging.getLogger("tower.agents")
 MAX_BACKOFF_S = 10.0
 
 
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says a service (database, broker, render server) is unreachable."""
-    import asyncpg
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+# Errors that say a service (database, broker, render server, disk) is unavailable, not that the
+# message is bad. Missing files are about the message's data, so they are not among them.
+_OUTAGES = (
+    ConnectionError, TimeoutError, OSError,
+    asyncpg.InterfaceError,  # includes a connection closed mid-query
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    KafkaConnectionError, KafkaTimeoutError,
+)
+_NOT_OUTAGES = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
-    outage_types = (
-        ConnectionError, TimeoutError, OSError,
-        asyncpg.InterfaceError,  # includes a connection closed mid-query
-        asyncpg.PostgresConnectionError,
-        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-        KafkaConnectionError, KafkaTimeoutError,
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says a service is unavailable rather than the message bad."""
+    return any(
+        isinstance(e, _OUTAGES) and not isinstance(e, _NOT_OUTAGES) for e in (exc, exc.__cause__) if e is not None
     )
-    return isinstance(exc, outage_types) or isinstance(exc.__cause__, outage_types)
 
 
 def broker_url(bootstrap: str) -> str:

@@ -124,3 +124,16 @@ async def test_a_null_value_is_dead_lettered_not_lost(kai_request):
     runner = RecordingRunner(stage)
     await runner.process(SCENE_REQUESTED, None, Message(None, good_message(kai_request).headers))
     assert stage.calls == 0 and runner.dead[0][0] == "EmptyValue"
+
+
+def test_outages_are_told_apart_from_bad_messages():
+    import asyncpg
+
+    from agents.runtime import is_outage
+
+    assert is_outage(ConnectionRefusedError()) and is_outage(asyncpg.exceptions.AdminShutdownError())
+    assert is_outage(RuntimeError("wrapped")) is False
+    wrapped = RuntimeError("pool")
+    wrapped.__cause__ = asyncpg.exceptions.ConnectionDoesNotExistError()
+    assert is_outage(wrapped)
+    assert not is_outage(FileNotFoundError("frame gone")) and not is_outage(ValueError("bad"))
