@@ -247,16 +247,26 @@ class _Job:
 
     async def _follow(self, follower: Any) -> dict[str, Any]:
         wait = self.config.silence_poll
+        # Silence is measured since the last event about a prompt: queue-wide ``status`` broadcasts
+        # (other clients' work on a busy server) must not keep postponing the polling fallback.
+        heard = time.monotonic()
         while True:
             self._check_deadline()
-            message = await follower.get(min(wait, self._remaining()))
-            if message is None or message.type == GAP:
+            quiet_for = time.monotonic() - heard
+            message = await follower.get(max(0.0, min(wait - quiet_for, self._remaining())))
+            silent = message is None or (message.type == "status" and time.monotonic() - heard >= wait)
+            if silent or message.type == GAP:
+                if message is not None and message.type == "status":
+                    await self._handle(message, follower)
                 entry = await self._poll()
                 if entry is not None:
                     return entry
-                wait = min(self.config.max_poll, wait * 2) if message is None else self.config.silence_poll
+                wait = min(self.config.max_poll, wait * 2) if silent else self.config.silence_poll
+                heard = time.monotonic()
                 continue
-            wait = self.config.silence_poll
+            if message.type != "status":
+                wait = self.config.silence_poll
+                heard = time.monotonic()
             entry = await self._handle(message, follower)
             if entry is not None:
                 return entry

@@ -48,6 +48,8 @@ class Behaviour:
     view_status: int = 200
     accept_prompt_ids: bool = True
     """False: ignore the client's prompt_id and make one up (a server that does not honour ids)."""
+    status_chatter: float | None = None
+    """Broadcast a queue ``status`` this often (seconds), as a server busy with other clients does."""
 
 
 @dataclass
@@ -109,6 +111,8 @@ class FakeComfy:
     async def stop(self) -> None:
         if self._worker:
             self._worker.cancel()
+        if getattr(self, "_chatter_task", None):
+            self._chatter_task.cancel()
         for ws in list(self._sockets.values()):
             await ws.close()
         if self._runner:
@@ -148,6 +152,8 @@ class FakeComfy:
         self.graphs[prompt_id] = graph
         self._wake.set()
         await self._broadcast("status", {"status": {"exec_info": {"queue_remaining": self._remaining()}}})
+        if self.behaviour.status_chatter and not getattr(self, "_chatter_task", None):
+            self._chatter_task = asyncio.create_task(self._chatter(self.behaviour.status_chatter))
         if mode == "drop_after_enqueue":
             request.transport.close()  # type: ignore[union-attr]
             return web.Response()
@@ -156,6 +162,11 @@ class FakeComfy:
         if mode == "error_500_after_enqueue":
             return web.Response(status=500, text="boom")
         return web.json_response({"prompt_id": prompt_id, "number": self._number, "node_errors": {}})
+
+    async def _chatter(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self._broadcast("status", {"status": {"exec_info": {"queue_remaining": self._remaining()}}})
 
     def _remaining(self) -> int:
         return len(self.pending) + (1 if self.running else 0)

@@ -77,6 +77,14 @@ async def test_silent_websocket_falls_back_to_polling(fake, client):
     assert "GET /queue" in fake.requests and time.monotonic() - started < 2.0
 
 
+async def test_status_chatter_from_other_clients_does_not_postpone_polling(fake, client):
+    fake.behaviour.silent_ws = True  # none of our prompt's events arrive...
+    fake.behaviour.status_chatter = 0.02  # ...but queue status broadcasts keep coming
+    started = time.monotonic()
+    result = await run_job(client, save_graph(), deadline=soon(), config=FAST_JOB)
+    assert result.history["outputs"] and time.monotonic() - started < 2.0
+
+
 async def test_websocket_dropping_mid_job_reconnects_and_the_job_completes(fake, client):
     fake.behaviour.drop_ws_after = "execution_start"
     events = []
