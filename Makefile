@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 # One environment per machine, outside the checkout, so clones (and CI) reuse it.
 VENV ?= $(HOME)/.cache/tower/venv
 PY := $(VENV)/bin/python
@@ -29,7 +29,8 @@ help:  ## this list
 # Dependencies only, not the project: the code runs from the checkout (PYTHONPATH), so every clone
 # sharing the environment (CI's included) runs its own code.
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "tower: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(PY) || "$(PYTHON)" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
+	  { echo "tower: Python 3.11 not found (PYTHON=$(PYTHON)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { test "$$(id -u)" = 0 && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-venv && $(PYTHON) -m venv $(VENV); }
 	@echo "tower: installing Python dependencies into $(VENV) (the first run downloads PyTorch: several minutes)"
