@@ -3,7 +3,8 @@
 Faust acknowledges a message even when the agent raises, so nothing may escape the loop: a
 message that cannot be decoded, or whose handler still fails after
 ``TOWER_HANDLER_RETRIES`` retries with doubling backoff, goes to ``<topic>.dlq`` with the
-original key, value and headers plus ``dlq_*`` headers saying where it came from and why.
+original key, value and headers plus ``dlq_*`` headers saying where it came from and why. A
+failure that says a service is unreachable (:func:`is_outage`) is retried until it is back instead.
 Outputs are awaited until the broker has them before the input is acknowledged, so an input's
 offset is never committed ahead of its outputs.
 """

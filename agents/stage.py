@@ -27,11 +27,9 @@ class Stage(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Set by the runtime: sends a side event (render progress) at once, without waiting for
+        # the broker; side events are best effort and never hold up the pipeline.
         self.publish: Callable[[Envelope], Awaitable[None]] = _nowhere
-
-
-    # ``publish`` (set by the runtime) sends a side event such as render progress at once, without
-    # waiting for the broker: side events are best effort and never hold up the pipeline.
 
     @property
     def source(self) -> str:

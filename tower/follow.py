@@ -13,7 +13,15 @@ from director.learning import is_final
 from events.codec import Malformed, decode_value
 from events.envelope import Envelope, header_map, new_event_id
 from events.models import FrameRendered, PromptRefined, QualityScored, RenderProgress, SceneRequested, ShotPlanned
-from events.topics import BY_NAME, DEAD_LETTER_SUFFIX, SCENE_REQUESTED, SIDE_TOPICS, TOPICS, dead_letter_topic
+from events.topics import (
+    BY_NAME,
+    DEAD_LETTER_SUFFIX,
+    EVENT_TYPES,
+    SCENE_REQUESTED,
+    SIDE_TOPICS,
+    TOPICS,
+    dead_letter_topic,
+)
 from tower.kafka import partitions_of
 from tower.settings import Settings
 
@@ -38,7 +46,7 @@ async def produce(settings: Settings, envelopes: list[Envelope]) -> None:
     await producer.start()
     try:
         for envelope in envelopes:
-            spec = next(s for s in TOPICS if s.model is type(envelope.value))
+            spec = EVENT_TYPES[type(envelope.value)]
             await producer.send_and_wait(
                 settings.topic(spec.name), envelope.encode_value(), key=envelope.key, headers=envelope.headers()
             )

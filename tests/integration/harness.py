@@ -1,4 +1,4 @@
-"""Real services for the integration tests, and worker processes to start, kill and restart.
+"""Real services for the integration tests, and waiting for a consumer group to catch up.
 
 Kafka: ``TOWER_KAFKA_BOOTSTRAP`` if set, else testcontainers when a Docker engine answers, else
 the native broker (``infra/kafka/kafkactl start``). PostgreSQL likewise with
