@@ -6,13 +6,15 @@ message that cannot be decoded, or whose handler still fails after
 original key, value and headers plus ``dlq_*`` headers saying where it came from and why. A
 failure that says a service is unreachable (:func:`is_outage`) is retried until it is back instead.
 Outputs are awaited until the broker has them before the input is acknowledged, so an input's
-offset is never committed ahead of its outputs.
+offset is never committed ahead of its outputs. Each outcome is counted in the process's
+Prometheus metrics (:mod:`tower.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +26,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from agents.stage import Stage
 from events.codec import EventCodec, Malformed
 from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
+from events.models import QualityScored
 from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
 from store.projections import Origin
+from tower.metrics import StageMetrics
 from tower.settings import Settings
 
 log = logging.getLogger("tower.agents")
@@ -96,6 +100,7 @@ class StageRunner:
         self._outputs: dict[str, faust.TopicT] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
+        self.metrics = StageMetrics(stage.name, settings.app_id(stage.name))
         stage.publish = self.publish
 
     async def ensure_started(self) -> None:
@@ -137,6 +142,17 @@ class StageRunner:
         except Exception as exc:  # noqa: BLE001 - the last line of defence: dead-letter, don't lose
             log.exception("unexpected failure handling a message", extra=_where(self.stage.name, origin))
             await self.dead_letter(message, origin, type(exc).__name__, _describe(exc))
+        self.metrics.lag(origin.topic, origin.partition, origin.offset, self._highwater(message))
+
+    def _highwater(self, message: Any) -> int | None:
+        """The offset the broker will give the partition's next message, as of the last fetch."""
+        tp = getattr(message, "tp", None)
+        if tp is None:
+            return None
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - a gauge is never worth failing a message for
+            return None
 
     async def _process(self, spec: TopicSpec, value: Any, message: Any, origin: Origin) -> None:
         where = _where(self.stage.name, origin)
@@ -157,15 +173,19 @@ class StageRunner:
         while True:
             try:
                 await self.ensure_started()
+                started = time.perf_counter()
                 outputs = await self.stage.handle(envelope, origin)
                 await self.produce(outputs)
                 await self.stage.on_produced(envelope, outputs)
+                self.metrics.handled(origin.topic, time.perf_counter() - started)
                 log.info("handled %s -> %d event(s)", spec.name, len(outputs), extra=where)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
-                if is_outage(exc):
+                outage = is_outage(exc)
+                self.metrics.failed(origin.topic, outage)
+                if outage:
                     # The message is fine, a service is not: wait for it (the partition waits too)
                     # rather than dead-letter every message that arrives during the outage.
                     log.error("service unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
@@ -199,6 +219,9 @@ class StageRunner:
             )
         for delivery in pending:
             await delivery
+        for envelope in outputs:
+            if isinstance(envelope.value, QualityScored) and envelope.value.status == "ok":
+                self.metrics.scored(envelope.value.composite)
 
     async def dead_letter(self, message: Any, origin: Origin, error_class: str, reason: str) -> None:
         """Send ``message`` to its dead-letter topic, retrying until the broker has it.
@@ -224,6 +247,7 @@ class StageRunner:
                           extra=_where(self.stage.name, origin))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
+        self.metrics.dead_lettered(origin.topic, error_class)
         log.warning("dead-lettered: %s: %s", error_class, reason, extra=_where(self.stage.name, origin))
 
 

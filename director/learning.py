@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from events.models import QualityScored, ShotPlanned
+from events.models import FeedbackSubmitted, QualityScored, ShotPlanned
 
 MICROS = 1_000_000
 PRIOR_MICROS = MICROS
@@ -50,9 +50,11 @@ class Posterior:
         sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
         return max(0.0, min(1.0, self.mean - 1.645 * sd))
 
-    def updated(self, reward: float) -> Posterior:
+    def updated(self, reward: float, weight: int = 1) -> Posterior:
         r = reward_micros(reward)
-        return Posterior(self.alpha_micros + r, self.beta_micros + (MICROS - r), self.observations + 1)
+        return Posterior(
+            self.alpha_micros + weight * r, self.beta_micros + weight * (MICROS - r), self.observations + 1
+        )
 
 
 PatternKey = tuple[str, str]  # (context, modifier)
@@ -65,22 +67,66 @@ def reward_micros(reward: float) -> int:
     return round(min(1.0, max(0.0, reward)) * MICROS)
 
 
+# A human rating counts as this many automatic scores.
+HUMAN_RATING_WEIGHT = 2
+SOURCE_WEIGHTS = {"auto": 1, "human": HUMAN_RATING_WEIGHT, "external": 1}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one event teaches: a reward in [0, 1] for (context, modifier), from a source."""
+
+    context: str
+    modifier: str
+    reward: float
+    source: str
+
+    @property
+    def key(self) -> PatternKey:
+        return self.context, self.modifier
+
+    @property
+    def weight(self) -> int:
+        return SOURCE_WEIGHTS[self.source]
+
+
+def rating_reward(rating: int) -> float:
+    """A 1-5 rating on the reward scale: 1 -> 0.0, 3 -> 0.5, 5 -> 1.0."""
+    return (rating - 1) / 4
+
+
+def evidence_of(event: QualityScored | FeedbackSubmitted) -> Evidence | None:
+    """The evidence an event carries; ``None`` for failed renders or scorings, which say nothing
+    about the prompt pattern."""
+    if isinstance(event, FeedbackSubmitted):
+        if event.source == "human":
+            assert event.rating is not None  # the model requires it
+            reward = rating_reward(event.rating)
+        else:
+            present = event.scores.present()
+            reward = sum(present.values()) / len(present)
+        return Evidence(event.context, event.modifier, reward, event.source)
+    if event.status != "ok":
+        return None
+    return Evidence(event.prompt.context, event.prompt.modifier, event.composite, "auto")
+
+
 def learns_from(event: QualityScored) -> bool:
-    """Failed renders or scorings say nothing about the prompt pattern, so they are not folded."""
-    return event.status == "ok"
+    return evidence_of(event) is not None
 
 
-def fold(table: PatternTable, event: QualityScored) -> PatternTable:
-    """The learner as a pure function: the table after one ``quality.scored`` event."""
-    if not learns_from(event):
+def fold(table: PatternTable, event: QualityScored | FeedbackSubmitted) -> PatternTable:
+    """The learner as a pure function: the table after one ``quality.scored`` or
+    ``feedback.submitted`` event."""
+    evidence = evidence_of(event)
+    if evidence is None:
         return table
-    key = (event.prompt.context, event.prompt.modifier)
     updated = dict(table)
-    updated[key] = table.get(key, Posterior()).updated(event.composite)
+    updated[evidence.key] = table.get(evidence.key, Posterior()).updated(evidence.reward, evidence.weight)
     return updated
 
 
-def fold_all(events: Iterable[QualityScored], table: PatternTable | None = None) -> PatternTable:
+def fold_all(events: Iterable[QualityScored | FeedbackSubmitted], table: PatternTable | None = None) -> PatternTable:
     result: PatternTable = dict(table or {})
     for event in events:
         result = fold(result, event)
@@ -142,3 +188,44 @@ def retry_of(event: QualityScored) -> ShotPlanned | None:
 def is_final(event: QualityScored) -> bool:
     """Whether this attempt ends its shot (accepted, or the budget is spent)."""
     return event.passed or event.attempt >= event.max_attempts
+
+
+# Below this posterior probability of being the best modifier in its context, stop using it.
+STOP_BELOW = 0.05
+RECOMMENDATION_DRAWS = 8192
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Advice for one context: the modifier to use, with its lower bound, and the ones to drop.
+
+    ``best`` is the modifier with the highest 95% lower bound (a confident choice, not a lucky
+    one); ``stop`` are those whose posterior probability of being best is under
+    :data:`STOP_BELOW`. ``probability_best`` is estimated by seeded Monte Carlo, so the same
+    table always gives the same advice.
+    """
+
+    context: str
+    best: str
+    best_lower_bound: float
+    probability_best: Mapping[str, float]
+    stop: tuple[str, ...]
+
+
+def recommend(context: str, posteriors: Mapping[str, Posterior], modifiers: Sequence[str]) -> Recommendation:
+    ordered = sorted(set(modifiers) | set(posteriors))
+    params = [posteriors.get(name, Posterior()) for name in ordered]
+    seed = int.from_bytes(hashlib.sha256(context.encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    alphas = np.array([p.alpha for p in params])[:, None]
+    betas = np.array([p.beta for p in params])[:, None]
+    wins = np.argmax(rng.beta(alphas, betas, size=(len(ordered), RECOMMENDATION_DRAWS)), axis=0)
+    probability = {name: round(float(np.mean(wins == i)), 4) for i, name in enumerate(ordered)}
+    best = max(ordered, key=lambda name: (posteriors.get(name, Posterior()).lower_bound, name))
+    return Recommendation(
+        context=context,
+        best=best,
+        best_lower_bound=round(posteriors.get(best, Posterior()).lower_bound, 4),
+        probability_best=probability,
+        stop=tuple(name for name in ordered if probability[name] < STOP_BELOW),
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SceneId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -35,6 +35,10 @@ class SceneRequested(_Event):
     quality_threshold: Probability | None = Field(
         None, description="Retry under this composite score; unset: the planner's TOWER_QUALITY_THRESHOLD."
     )
+    batch_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] | None = Field(
+        None, description="The batch this scene was submitted in, if any."
+    )
+    batch_size: Annotated[int, Field(ge=1)] | None = Field(None, description="How many scenes the batch has.")
 
 
 class ShotSpec(BaseModel):
@@ -155,3 +159,44 @@ class RenderProgress(_Event):
     steps: int | None = None
     queue_position: int | None = None
     server: str | None = None
+
+
+class ExternalScores(BaseModel):
+    """Scores of an attempt measured outside Tower, in the seed's ``quality_scores`` shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ssim: Probability | None = None
+    optical_flow: Probability | None = None
+    consistency: Probability | None = None
+
+    def present(self) -> dict[str, float]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class FeedbackSubmitted(_Event):
+    """``feedback.submitted``: a judgement of one attempt from outside the pipeline.
+
+    ``source`` is ``human`` (a 1-5 rating, optionally with a comment) or ``external`` (scores
+    another system measured). The attempt's pattern ``context`` and ``modifier`` are copied from
+    the projections when the feedback is accepted, so the event alone is enough to learn from
+    (and to replay).
+    """
+
+    feedback_id: Annotated[str, Field(min_length=1, max_length=128)]
+    shot_number: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)]
+    source: Literal["human", "external"]
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+    scores: ExternalScores = Field(default_factory=ExternalScores)
+    context: Annotated[str, Field(min_length=1)]
+    modifier: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _judges_something(self) -> FeedbackSubmitted:
+        if self.source == "human" and self.rating is None:
+            raise ValueError("human feedback needs a rating (1-5)")
+        if self.source == "external" and not self.scores.present():
+            raise ValueError("external feedback needs at least one of ssim, optical_flow, consistency")
+        return self

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from events.models import (
+    FeedbackSubmitted,
     FrameRendered,
     PromptRefined,
     QualityScored,
@@ -43,17 +44,24 @@ FRAME_RENDERED = TopicSpec("frame.rendered", FrameRendered, "tower.frame.rendere
 # Kept forever: it is the learner's training log, replayed from offset 0 to rebuild the patterns.
 QUALITY_SCORED = TopicSpec("quality.scored", QualityScored, "tower.quality.scored.v1", retention_ms=-1)
 
+# Judgements from people and other systems; kept forever like quality.scored, for the same reason.
+FEEDBACK_SUBMITTED = TopicSpec(
+    "feedback.submitted", FeedbackSubmitted, "tower.feedback.submitted.v1", retention_ms=-1
+)
+
 # Progress is for watching, not for acting on: a day of it is plenty.
 RENDER_PROGRESS = TopicSpec("render.progress", RenderProgress, "tower.render.progress.v1", retention_ms=DAY_MS)
 
-# The pipeline: what the agents consume, each with a dead-letter topic.
-TOPICS: tuple[TopicSpec, ...] = (
+# The pipeline's chain, in causal order.
+PIPELINE: tuple[TopicSpec, ...] = (
     SCENE_REQUESTED,
     SHOT_PLANNED,
     PROMPT_REFINED,
     FRAME_RENDERED,
     QUALITY_SCORED,
 )
+# What the agents consume, each with a dead-letter topic: the chain, and feedback for the learner.
+TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED)
 # Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
 SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS,)
 # Dead letters are kept four times longer: someone has to look at them.

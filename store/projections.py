@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
-from director.learning import MICROS, Posterior, is_final, learns_from, reward_micros
+from director.learning import MICROS, Evidence, Posterior, evidence_of, is_final, reward_micros
 from events.envelope import Envelope
-from events.models import FrameRendered, PromptRefined, QualityScored, SceneRequested, ShotPlanned
+from events.models import (
+    FeedbackSubmitted,
+    FrameRendered,
+    PromptRefined,
+    QualityScored,
+    SceneRequested,
+    ShotPlanned,
+)
 
 
 @dataclass(frozen=True)
@@ -60,19 +68,25 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
         elif isinstance(value, QualityScored):
             # Learned once per attempt: a second scoring of the same (scene, shot, attempt) under
             # another event id (a reused scene id, a re-rendered attempt) teaches nothing new.
-            if await _score(conn, envelope, value) and learns_from(value):
-                await _learn(conn, envelope, value)
+            if await _score(conn, envelope, value) and (evidence := evidence_of(value)):
+                await _learn(conn, envelope, value.shot.shot_number, value.attempt, evidence)
+        elif isinstance(value, FeedbackSubmitted):
+            evidence = evidence_of(value)
+            await _feedback(conn, envelope, value, evidence)
+            await _learn(conn, envelope, value.shot_number, value.attempt, evidence)
         return True
 
 
 async def _scene(conn: asyncpg.Connection, env: Envelope, v: SceneRequested) -> None:
     inserted = await conn.fetchval(
         "INSERT INTO scenes (scene_id, session_id, description, characters, style, max_attempts,"
-        " quality_threshold, requested_at, event_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        " quality_threshold, requested_at, event_id, batch_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
         " ON CONFLICT (scene_id) DO NOTHING RETURNING true",
         v.scene_id, v.session_id, v.description, json.dumps(v.characters), v.style,
-        v.max_attempts, v.quality_threshold, env.time, env.id,
+        v.max_attempts, v.quality_threshold, env.time, env.id, v.batch_id,
     )
+    if v.batch_id is not None:
+        await record_batch(conn, v.batch_id, v.batch_size or 1, env.time)
     if inserted:
         await conn.execute(
             "INSERT INTO sessions (session_id, created_at, scene_count) VALUES ($1, $2, 1)"
@@ -147,8 +161,19 @@ async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> b
     ))
 
 
-async def _learn(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> None:
-    reward = reward_micros(v.composite)
+async def _feedback(conn: asyncpg.Connection, env: Envelope, v: FeedbackSubmitted, evidence: Evidence) -> None:
+    await conn.execute(
+        "INSERT INTO feedback (event_id, feedback_id, scene_id, shot_number, attempt, source, rating,"
+        " comment, scores, reward, context, modifier, submitted_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+        env.id, v.feedback_id, v.scene_id, v.shot_number, v.attempt, v.source, v.rating, v.comment,
+        json.dumps(v.scores.present()), evidence.reward, v.context, v.modifier, env.time,
+    )
+
+
+async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, attempt: int, evidence: Evidence) -> None:
+    reward = reward_micros(evidence.reward)
+    weight = evidence.weight
     row = await conn.fetchrow(
         "INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
         " updated_at) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, now())"
@@ -156,11 +181,21 @@ async def _learn(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> N
         " alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
         " observations = p.observations + 1, updated_at = now()"
         " RETURNING alpha_micros, beta_micros, observations",
-        v.prompt.context, v.prompt.modifier, Posterior().alpha_micros, reward, MICROS - reward,
+        evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
     )
     await conn.execute(
         "INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"
-        " reward, alpha_micros, beta_micros, observations) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-        env.id, v.scene_id, v.shot.shot_number, v.attempt, v.prompt.context, v.prompt.modifier,
-        v.composite, row["alpha_micros"], row["beta_micros"], row["observations"],
+        " reward, alpha_micros, beta_micros, observations, source, weight, updated_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+        env.id, env.scene_id, shot_number, attempt, evidence.context, evidence.modifier,
+        evidence.reward, row["alpha_micros"], row["beta_micros"], row["observations"], evidence.source,
+        weight, env.time,
+    )
+
+
+async def record_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, size: int, created_at: datetime) -> None:
+    """Record a batch (idempotent: the first record of a batch id wins)."""
+    await conn.execute(
+        "INSERT INTO batches (batch_id, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        batch_id, size, created_at,
     )

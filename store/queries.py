@@ -55,7 +55,7 @@ async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
     result = {}
     for key, value in dict(row).items():
-        if key in {"characters", "metrics"} and isinstance(value, str):
+        if key in {"characters", "metrics", "scores", "sources", "spec"} and isinstance(value, str):
             value = json.loads(value)
         result[key] = value
     return result
@@ -70,3 +70,191 @@ async def decide_once(conn: asyncpg.Connection | asyncpg.Pool, planned_event_id:
         planned_event_id, candidate.model_dump_json(),
     )
     return PromptSpec.model_validate_json(stored)
+
+
+# A scene's state, from its projections (see scene_state).
+SCENE_STATES = ("requested", "running", "complete", "needs_review")
+
+
+def scene_state(shot_count: int | None, final_shots: int, passed_shots: int) -> str:
+    """``requested`` (not planned yet), ``running``, ``complete`` (every shot accepted above its
+    threshold) or ``needs_review`` (every shot final, some only because its budget ran out)."""
+    if not shot_count:
+        return "requested"
+    if final_shots < shot_count:
+        return "running"
+    return "complete" if passed_shots >= shot_count else "needs_review"
+
+
+_SCENE_SUMMARY = """
+    SELECT sc.scene_id, sc.session_id, sc.description, sc.characters, sc.style, sc.requested_at, sc.batch_id,
+           (SELECT max(shot_count) FROM shots sh WHERE sh.scene_id = sc.scene_id) AS shot_count,
+           (SELECT count(DISTINCT shot_number) FROM scores s WHERE s.scene_id = sc.scene_id AND s.final) AS final_shots,
+           (SELECT count(DISTINCT shot_number) FROM scores s WHERE s.scene_id = sc.scene_id AND s.passed) AS passed_shots,
+           (SELECT avg(best) FROM (SELECT max(composite) AS best FROM scores s
+                WHERE s.scene_id = sc.scene_id AND s.status = 'ok' GROUP BY shot_number) b) AS mean_best_score
+    FROM scenes sc
+"""
+
+
+def _summary(row: asyncpg.Record) -> dict[str, Any]:
+    summary = _plain(row)
+    summary["status"] = scene_state(row["shot_count"], row["final_shots"], row["passed_shots"])
+    return summary
+
+
+async def sessions(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    total = await conn.fetchval("SELECT count(*) FROM sessions")
+    rows = await conn.fetch(
+        "SELECT session_id, created_at, scene_count FROM sessions ORDER BY created_at DESC, session_id"
+        " LIMIT $1 OFFSET $2",
+        limit, offset,
+    )
+    return total, [dict(r) for r in rows]
+
+
+async def session_history(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
+    """A session and its scenes, oldest first, each with its state; ``None`` if unknown."""
+    session = await conn.fetchrow("SELECT session_id, created_at, scene_count FROM sessions WHERE session_id = $1",
+                                  session_id)
+    if session is None:
+        return None
+    rows = await conn.fetch(_SCENE_SUMMARY + " WHERE sc.session_id = $1 ORDER BY sc.requested_at, sc.scene_id",
+                            session_id)
+    return {**dict(session), "scenes": [_summary(r) for r in rows]}
+
+
+async def batch_progress(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> dict[str, Any] | None:
+    """A batch: its size and each projected scene's state; scenes not projected yet count as queued."""
+    batch = await conn.fetchrow("SELECT batch_id, size, created_at FROM batches WHERE batch_id = $1", batch_id)
+    if batch is None:
+        return None
+    rows = await conn.fetch(_SCENE_SUMMARY + " WHERE sc.batch_id = $1 ORDER BY sc.requested_at, sc.scene_id",
+                            batch_id)
+    scenes = [_summary(r) for r in rows]
+    counts = {state: sum(1 for s in scenes if s["status"] == state) for state in SCENE_STATES}
+    return {
+        **dict(batch),
+        "queued": max(0, batch["size"] - len(scenes)) + counts["requested"],
+        "running": counts["running"],
+        "done": counts["complete"] + counts["needs_review"],
+        "needs_review": counts["needs_review"],
+        "scenes": scenes,
+    }
+
+
+async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> dict[str, Any] | None:
+    """Everything known about a scene: the request, its state, the plan with each shot's attempts
+    (prompt, render, frames, score, why it was retried), the accepted attempt and feedback."""
+    row = await conn.fetchrow(_SCENE_SUMMARY + " WHERE sc.scene_id = $1", scene_id)
+    if row is None:
+        return None
+    scene = _summary(row)
+    shots = await conn.fetch(
+        "SELECT sh.*, (e.payload->>'quality_threshold')::float AS quality_threshold,"
+        " (e.payload->>'max_attempts')::int AS max_attempts, e.payload->'shot' AS spec"
+        " FROM shots sh LEFT JOIN event_log e ON e.event_id = sh.event_id"
+        " WHERE sh.scene_id = $1 ORDER BY sh.shot_number",
+        scene_id,
+    )
+    attempts = await conn.fetch(
+        "SELECT a.*, s.status AS score_status, s.composite, s.passed, s.final, s.metrics, s.reason AS score_reason,"
+        " s.scorer_version, s.device, s.scored_at FROM attempts a LEFT JOIN scores s USING (scene_id, shot_number, attempt)"
+        " WHERE a.scene_id = $1 ORDER BY a.shot_number, a.attempt",
+        scene_id,
+    )
+    frames = await conn.fetch(
+        "SELECT shot_number, attempt, frame_index, uri, width, height FROM frames WHERE scene_id = $1"
+        " ORDER BY shot_number, attempt, frame_index",
+        scene_id,
+    )
+    feedback = await conn.fetch(
+        "SELECT feedback_id, shot_number, attempt, source, rating, comment, scores, reward, submitted_at"
+        " FROM feedback WHERE scene_id = $1 ORDER BY submitted_at, event_id",
+        scene_id,
+    )
+    frames_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for f in frames:
+        frames_of.setdefault((f["shot_number"], f["attempt"]), []).append(dict(f))
+    attempts_of: dict[int, list[dict[str, Any]]] = {}
+    for a in attempts:
+        attempts_of.setdefault(a["shot_number"], []).append(_plain(a))
+
+    plan = []
+    for sh in shots:
+        shot = _plain(sh)
+        threshold = shot.pop("quality_threshold")
+        shot["quality_threshold"] = threshold
+        shot["attempts"] = []
+        previous: dict[str, Any] | None = None
+        for attempt in attempts_of.get(sh["shot_number"], []):
+            attempt["frames"] = frames_of.get((sh["shot_number"], attempt["attempt"]), [])
+            attempt["retry_reason"] = _retry_reason(previous, threshold) if attempt["attempt"] > 1 else None
+            shot["attempts"].append(attempt)
+            previous = attempt
+        scored = [a for a in shot["attempts"] if a["score_status"] == "ok"]
+        finished = any(a["final"] for a in shot["attempts"])
+        best = max(scored, key=lambda a: (a["composite"], -a["attempt"])) if scored and finished else None
+        shot["accepted_attempt"] = best["attempt"] if best else None
+        plan.append(shot)
+    return {"scene": scene, "shots": plan, "feedback": [_plain(f) for f in feedback]}
+
+
+def _retry_reason(previous: dict[str, Any] | None, threshold: float | None) -> str:
+    if previous is None or previous["score_status"] is None:
+        return "the previous attempt was retried"
+    if previous["score_status"] != "ok":
+        return f"attempt {previous['attempt']} failed: {previous['score_reason'] or previous['render_reason']}"
+    under = f" under the threshold {threshold:.2f}" if threshold is not None else " under the threshold"
+    return f"attempt {previous['attempt']} scored {previous['composite']:.3f}{under}"
+
+
+async def attempt_pattern(
+    conn: asyncpg.Connection | asyncpg.Pool, scene_id: str, shot_number: int, attempt: int | None
+) -> asyncpg.Record | None:
+    """The attempt feedback is about (``None``: the shot's best scored attempt, else its latest),
+    with its pattern context and modifier; ``None`` if there is no such attempt."""
+    return await conn.fetchrow(
+        "SELECT a.scene_id, a.shot_number, a.attempt, a.context, a.modifier, sc.session_id"
+        " FROM attempts a JOIN scenes sc USING (scene_id) LEFT JOIN scores s USING (scene_id, shot_number, attempt)"
+        " WHERE a.scene_id = $1 AND a.shot_number = $2 AND ($3::int IS NULL OR a.attempt = $3)"
+        " ORDER BY (s.status = 'ok') DESC NULLS LAST, s.composite DESC NULLS LAST, a.attempt DESC LIMIT 1",
+        scene_id, shot_number, attempt,
+    )
+
+
+async def pattern_rows(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every pattern with how much of its evidence came from each source."""
+    return await conn.fetch(
+        "SELECT p.context, p.modifier, p.alpha_micros, p.beta_micros, p.observations, p.updated_at,"
+        " coalesce((SELECT jsonb_object_agg(source, n) FROM (SELECT source, count(*) AS n FROM pattern_updates u"
+        "   WHERE u.context = p.context AND u.modifier = p.modifier GROUP BY source) c), '{}'::jsonb) AS sources"
+        " FROM patterns p ORDER BY p.context, p.modifier"
+    )
+
+
+TREND_DIMENSIONS = {
+    "day": "'all'",
+    "pattern": "s.context || ' / ' || s.modifier",
+    "workflow": "split_part(s.context, '|', 4) || ' / scorer ' || s.scorer_version",
+}
+
+
+async def quality_trends(
+    conn: asyncpg.Connection | asyncpg.Pool, *, by: str, days: int
+) -> list[dict[str, Any]]:
+    """Scores per day and per ``by`` (``day``, ``pattern`` or ``workflow``) over the last ``days``."""
+    key = TREND_DIMENSIONS[by]
+    rows = await conn.fetch(
+        f"SELECT date_trunc('day', s.scored_at AT TIME ZONE 'UTC')::date AS day, {key} AS key,"
+        " count(*) AS attempts, avg(s.composite) FILTER (WHERE s.status = 'ok') AS mean_score,"
+        " avg(s.passed::int) AS pass_rate, count(*) FILTER (WHERE s.status <> 'ok') AS failed"
+        " FROM scores s WHERE s.scored_at >= now() - make_interval(days => $1)"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        days,
+    )
+    return [dict(r) for r in rows]
+
+
+async def scene_exists(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM scenes WHERE scene_id = $1", scene_id))

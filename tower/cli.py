@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a stage's Faust worker (or all of them)")
     worker.add_argument("stage", choices=(*STAGE_NAMES, "all"), help="the stage to run; `all` runs the five in this process (development)")
 
+    api = sub.add_parser("api", help="serve the HTTP API (and /docs) on TOWER_API_HOST:TOWER_API_PORT")
+    api.add_argument("--host", default=None, help="bind address (default: TOWER_API_HOST, 127.0.0.1)")
+    api.add_argument("--port", type=int, default=None, help="port (default: TOWER_API_PORT, 8328)")
+
     submit = sub.add_parser("submit", help="request a scene (produces scene.requested)")
     submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon"')
     submit.add_argument("--characters", default="", help="comma-separated names, e.g. Kai,Dragon")
@@ -92,6 +96,18 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from tower.worker import run_stages
 
     run_stages(STAGE_NAMES if args.stage == "all" else [args.stage], settings)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from api.app import serve
+
+    overrides = {k: v for k, v in (("api_host", args.host), ("api_port", args.port)) if v is not None}
+    try:
+        serve(settings.model_copy(update=overrides))
+    except ValueError as exc:
+        print(f"tower: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -306,12 +322,28 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in settings.model_dump().items():
-        print(f"TOWER_{name.upper()}={value}")
+        if name == "database_url":
+            value = mask_password(value)
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        print(f"TOWER_{name.upper()}={'' if value is None else value}")
     return 0
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 COMMANDS = {
     "worker": cmd_worker,
+    "api": cmd_api,
     "submit": cmd_submit,
     "status": cmd_status,
     "topics": cmd_topics,

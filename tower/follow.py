@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -118,6 +119,76 @@ class SceneFailed(RuntimeError):
         )
 
 
+@dataclass(frozen=True)
+class SceneRecord:
+    """One message of a scene as read from its topic: ``topic`` is the name without the topic
+    prefix (``shot.planned``, ``shot.planned.dlq``); ``value`` is the decoded event, ``None`` for a
+    dead letter or a value that does not decode."""
+
+    topic: str
+    partition: TopicPartition
+    offset: int
+    headers: dict[str, str]
+    value: object | None
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.topic.endswith(DEAD_LETTER_SUFFIX)
+
+
+async def tail_scene(
+    settings: Settings,
+    scene_id: str,
+    *,
+    start_offsets: dict[TopicPartition, int] | None = None,
+    since_ms: int | None = None,
+    poll_ms: int = 500,
+) -> AsyncIterator[SceneRecord | None]:
+    """Every message keyed by ``scene_id`` on the pipeline, side and dead-letter topics, as it
+    reaches Kafka, from ``start_offsets`` (else from the first message at or after ``since_ms``,
+    else from the beginning); ``None`` after each poll that brought nothing of the scene, so the
+    caller can keep time. Joins no consumer group and commits nothing; use with
+    :func:`contextlib.aclosing` so the consumer stops when the caller does."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-follow"
+    )
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(consumer, settings)
+        consumer.assign(partitions)
+        starts: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
+        if start_offsets:
+            starts.update({tp: start_offsets[tp] for tp in partitions if tp in start_offsets})
+        elif since_ms is not None:
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+            ends = await consumer.end_offsets(partitions)
+            starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in partitions}
+        for tp, offset in starts.items():
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        key = scene_id.encode()
+        while True:
+            batches = await consumer.getmany(timeout_ms=poll_ms)
+            seen = False
+            for tp, records in batches.items():
+                name = tp.topic[len(settings.topic_prefix):]
+                for record in records:
+                    if record.key != key:
+                        continue
+                    seen = True
+                    value = None
+                    if not name.endswith(DEAD_LETTER_SUFFIX):
+                        decoded = decode_value(BY_NAME[name].model, record.value)
+                        value = None if isinstance(decoded, Malformed) else decoded
+                    yield SceneRecord(name, tp, record.offset, header_map(record.headers), value)
+            if not seen:
+                yield None
+    finally:
+        await consumer.stop()
+
+
 async def follow_scene(
     settings: Settings,
     scene_id: str,
@@ -129,46 +200,26 @@ async def follow_scene(
     """Read the scene's events from ``start_offsets`` (default: the beginning) until every shot
     has a final score. Raise :class:`SceneFailed` as soon as one of its events is dead-lettered
     (the scene cannot finish then), :class:`TimeoutError` naming the open shots after ``timeout_s``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-follow"
-    )
-    await consumer.start()
     progress = SceneProgress(scene_id)
-    try:
-        partitions = await topic_partitions(consumer, settings)
-        consumer.assign(partitions)
-        for tp in partitions:
-            if start_offsets and tp in start_offsets:
-                consumer.seek(tp, start_offsets[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
-        deadline = time.monotonic() + timeout_s
-        key = scene_id.encode()
-        while not progress.done:
+    deadline = time.monotonic() + timeout_s
+    async with aclosing(tail_scene(settings, scene_id, start_offsets=start_offsets)) as records:
+        async for record in records:
+            if record is not None:
+                if record.dead_letter:
+                    raise SceneFailed(scene_id, record.headers)
+                if record.value is not None:
+                    progress.observe(record.topic, record.value)
+                    if on_event:
+                        on_event(record.topic, record.value)
+            if progress.done:
+                return progress
             if time.monotonic() > deadline:
                 open_shots = sorted(set(range(1, (progress.shot_count or 0) + 1)) - set(progress.finals))
                 raise TimeoutError(
                     f"scene {scene_id} not finished after {timeout_s:.0f}s; shots without a final "
                     f"score: {open_shots or 'plan not seen yet'}. Are the workers running (`tower worker all`)?"
                 )
-            batches = await consumer.getmany(timeout_ms=500)
-            for tp, records in batches.items():
-                name = tp.topic[len(settings.topic_prefix):]
-                for record in records:
-                    if record.key != key:
-                        continue
-                    if name.endswith(DEAD_LETTER_SUFFIX):
-                        raise SceneFailed(scene_id, header_map(record.headers))
-                    spec = BY_NAME[name]
-                    value = decode_value(spec.model, record.value)
-                    if isinstance(value, Malformed):
-                        continue
-                    progress.observe(spec.name, value)
-                    if on_event:
-                        on_event(spec.name, value)
-        return progress
-    finally:
-        await consumer.stop()
+    raise AssertionError("tail_scene ends only when its consumer fails")
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -71,8 +71,39 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Consumer session timeout: how soon a crashed worker's partitions move on."
     )
 
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Port of a worker process's Prometheus /metrics (unset: none; 0: any free port, logged).",
+    )
+
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address a worker's /metrics binds; 0.0.0.0 for a Prometheus on another host."
+    )
+
+    api_host: str = Field("127.0.0.1", description="Address `tower api` binds; a non-loopback one needs TOWER_API_TOKEN.")
+    api_port: int = Field(8328, ge=1, le=65535, description="Port of `tower api` (the seed's Tower port).")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required on every write (and on reads with TOWER_API_PROTECT_READS)."
+    )
+    api_protect_reads: bool = Field(False, description="Whether reads need the bearer token too.")
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; unset: CORS off."
+    )
+    api_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body the API accepts.")
+    api_max_batch_scenes: int = Field(500, ge=1, le=100_000, description="Most scenes in one batch.")
+    api_scene_wait_s: float = Field(
+        5.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected."
+    )
+
     log_level: str = Field("INFO", description="Log level of workers and CLI.")
     log_format: Literal["json", "console"] = Field("console", description="`json` for log shippers.")
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -16,6 +16,7 @@ import faust
 from agents.registry import stage_class
 from agents.runtime import build_app
 from tower.kafka import ensure_topics
+from tower.metrics import start_metrics_server
 from tower.settings import Settings
 
 T = TypeVar("T")
@@ -26,9 +27,11 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
 
     One name is production's shape (`tower worker planner`). Several run as separate Faust apps,
     each still its own consumer group, on one event loop: the development mode of `tower worker all`.
+    With ``TOWER_METRICS_PORT`` set, the process serves its Prometheus metrics (all its stages) there.
     """
     asyncio.run(ensure_topics(settings))
     apps = [build_app(stage_class(name)(settings), settings) for name in names]
+    start_metrics_server(settings)
     worker = faust.Worker(*apps, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()

@@ -12,7 +12,7 @@ from director.learning import fold_all
 from events.codec import decode_value
 from events.envelope import header_map
 from events.models import QualityScored, SceneRequested
-from events.topics import BY_NAME, TOPICS
+from events.topics import BY_NAME, PIPELINE, TOPICS
 from store.queries import pattern_table
 from tests.integration.harness import wait_for_group
 from tower.follow import follow_scene, produce, scene_envelope
@@ -30,7 +30,7 @@ def kai_request(scene_id: str, **overrides) -> SceneRequested:
 async def topic_events(settings, scene_id: str) -> dict[str, list]:
     """Every event of the scene per topic: (envelope headers, value, record)."""
     result = {}
-    for spec in TOPICS:
+    for spec in PIPELINE:
         records = await read_topic(settings.kafka_bootstrap, settings.topic(spec.name))
         result[spec.name] = [
             (header_map(r.headers), decode_value(spec.model, r.value), r)
@@ -48,7 +48,7 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
     events = await topic_events(settings, "scene-e2e")
 
     # Every topic carried the scene, and each event names the one it came from.
-    assert all(events[spec.name] for spec in TOPICS), {k: len(v) for k, v in events.items()}
+    assert all(events[spec.name] for spec in PIPELINE), {k: len(v) for k, v in events.items()}
     by_id = {h["ce_id"]: (topic, h, v) for topic, items in events.items() for h, v, _ in items}
     expected_parent = {
         "shot.planned": {"scene.requested", "quality.scored"},  # attempt 1 / retries

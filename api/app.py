@@ -1,0 +1,68 @@
+"""The API application: :func:`create_app` builds it from a :class:`Settings`; ``tower api`` serves it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+from prometheus_client import CollectorRegistry
+
+from api.backends import Backends
+from api.middleware import BodyLimit, RequestMetrics
+from api.problems import install_problem_handlers
+from api.routes import director, live, media, ops, reads
+from tower.settings import Settings
+
+log = logging.getLogger("tower.api")
+DESCRIPTION = """\
+Tower's director API (the seed's Tower service, port 8328). Planning and prompt writing answer
+at once; `workflow/integrate`, `feedback/submit` and `batches` produce events and answer 202;
+reads come from the PostgreSQL projections; `scenes/{id}/events` streams a scene live from Kafka.
+Writes need `Authorization: Bearer <TOWER_API_TOKEN>` when a token is set. Errors are RFC 9457
+problem details.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    backends = Backends(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await backends.close()
+
+    app = FastAPI(title="Tower", version="1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.backends = backends
+    app.state.registry = CollectorRegistry()
+    install_problem_handlers(app)
+    for module in (director, reads, live, media, ops):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    if settings.api_cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type",
+                                                                          "Last-Event-ID"])
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the API with uvicorn until stopped (SIGINT/SIGTERM)."""
+    import uvicorn
+
+    from api.security import check_bind
+
+    check_bind(settings)
+    log.info("Tower API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                access_log=False, proxy_headers=False, server_header=False)

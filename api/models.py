@@ -1,0 +1,297 @@
+"""Request and response bodies. The seed's four endpoints keep the seed's field names
+(``session_id``, ``scene_description``, ``shot_list``, ``quality_scores`` ...); shot and prompt
+specs are the event models themselves, so the API and the topics mean the same thing."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from events.models import ExternalScores, Probability, PromptSpec, SceneId, ShotSpec
+
+SessionId = Annotated[str, Field(min_length=1, max_length=128)]
+Description = Annotated[str, Field(min_length=1, max_length=2000, description="What happens in the scene.")]
+Character = Annotated[str, Field(min_length=1, max_length=64)]
+Characters = Annotated[list[Character], Field(max_length=16, description="Names of the characters in the scene.")]
+Style = Annotated[str, Field(min_length=1, max_length=64, description="Visual style, e.g. anime, ghibli, cyberpunk.")]
+
+
+class _Body(BaseModel):
+    # Stripped, so a whitespace-only description fails its min_length like an empty one.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class PlanRequest(_Body):
+    """The seed's ``scene/plan`` body: ``{"session_id": "test", "scene_description": "test scene"}``."""
+
+    session_id: SessionId
+    scene_description: Description
+    characters: Characters = Field(default_factory=list)
+    style: Style = "anime"
+
+
+class PlanResponse(BaseModel):
+    session_id: str
+    shot_list: list[ShotSpec]
+    overall_mood: str
+    lighting_suggestions: str
+    genre: str
+
+
+class EnhanceRequest(_Body):
+    """A shot to write the generation prompt for: a scene description and which of its planned
+    shots (optionally overriding the planned camera, mood, lighting or characters)."""
+
+    session_id: SessionId
+    scene_description: Description
+    shot_number: Annotated[int, Field(ge=1, le=64)] = 1
+    characters: Characters = Field(default_factory=list)
+    style: Style = "anime"
+    camera_angle: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    mood: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    lighting: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    attempt: Annotated[int, Field(ge=1, le=10)] = Field(1, description="Which attempt at the shot (seeds the choice).")
+
+
+class EnhanceResponse(BaseModel):
+    session_id: str
+    shot: ShotSpec
+    prompt: PromptSpec = Field(description="Prompt, negative prompt, sampler settings, and the modifier chosen "
+                                           "from the current pattern table with its probability.")
+
+
+class IntegrateRequest(PlanRequest):
+    """Start the whole pipeline for a scene (``scene.requested``)."""
+
+    scene_id: SceneId | None = Field(None, description="Default: a new one. Scene ids must be unique.")
+    max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    quality_threshold: Probability | None = None
+
+
+class Links(BaseModel):
+    scene: str
+    events: str
+    session: str
+
+
+class IntegrateResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    session_id: str
+    scene_id: str
+    event_id: str
+    links: Links
+
+
+class FeedbackRequest(_Body):
+    """Scores from outside Tower for an attempt (the seed's ``quality_scores``), and/or a person's rating."""
+
+    scene_id: SceneId
+    shot_number: Annotated[int, Field(ge=1, le=64)]
+    attempt: Annotated[int, Field(ge=1, le=10)] | None = Field(
+        None, description="Default: the shot's best scored attempt (else its latest)."
+    )
+    session_id: SessionId | None = Field(None, description="Checked against the scene's session when given.")
+    quality_scores: ExternalScores | None = None
+    rating: Annotated[int, Field(ge=1, le=5)] | None = Field(None, description="A person's rating, 1 (bad) to 5.")
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+    feedback_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] | None = Field(
+        None, description="Idempotency key; default: derived from the content, so a resent request counts once."
+    )
+
+    @model_validator(mode="after")
+    def _judges_something(self) -> FeedbackRequest:
+        if self.rating is None and (self.quality_scores is None or not self.quality_scores.present()):
+            raise ValueError("give a rating (1-5) or at least one of quality_scores.ssim, optical_flow, consistency")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    feedback_id: str
+    scene_id: str
+    shot_number: int
+    attempt: int
+    context: str
+    modifier: str
+    events: list[dict[str, str]] = Field(description="Each event produced: its id and source (human / external).")
+
+
+class BatchRequest(_Body):
+    session_id: SessionId | None = Field(None, description="Default session of scenes that do not name one.")
+    scenes: Annotated[list[dict[str, Any]], Field(min_length=1)] = Field(
+        description="Scenes as workflow/integrate bodies (session_id may be left out)."
+    )
+
+
+class BatchResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    batch_id: str
+    session_id: str
+    scene_ids: list[str]
+    links: dict[str, str]
+
+
+class SceneSummary(BaseModel):
+    scene_id: str
+    session_id: str
+    description: str
+    characters: list[str]
+    style: str
+    requested_at: datetime
+    batch_id: str | None = None
+    status: Literal["requested", "running", "complete", "needs_review"]
+    shot_count: int | None = None
+    final_shots: int
+    passed_shots: int
+    mean_best_score: float | None = None
+
+
+class BatchProgress(BaseModel):
+    batch_id: str
+    size: int
+    created_at: datetime
+    queued: int
+    running: int
+    done: int
+    needs_review: int
+    scenes: list[SceneSummary]
+
+
+class SessionRow(BaseModel):
+    session_id: str
+    created_at: datetime
+    scene_count: int
+
+
+class SessionList(BaseModel):
+    total: int
+    sessions: list[SessionRow]
+
+
+class SessionHistory(SessionRow):
+    scenes: list[SceneSummary]
+
+
+class Frame(BaseModel):
+    index: int
+    url: str
+    width: int
+    height: int
+
+
+class Score(BaseModel):
+    status: str
+    composite: float
+    passed: bool
+    final: bool
+    metrics: dict[str, float]
+    reason: str | None = None
+    scorer_version: str | None = None
+    device: str | None = None
+
+
+class Attempt(BaseModel):
+    attempt: int
+    modifier: str | None = None
+    modifier_probability: float | None = None
+    context: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    render_status: str | None = None
+    render_reason: str | None = None
+    render_ms: float | None = None
+    backend: str | None = None
+    score: Score | None = None
+    retry_reason: str | None = Field(None, description="Why this attempt was made (the previous one's outcome).")
+    frames: list[Frame]
+
+
+class Shot(BaseModel):
+    shot_number: int
+    shot_count: int
+    camera_angle: str
+    camera_movement: str
+    duration: float
+    frame_count: int
+    characters: list[str]
+    mood: str
+    lighting: str
+    action: str
+    expected_motion: float
+    quality_threshold: float | None = None
+    max_attempts: int | None = None
+    spec: dict[str, Any] | None = None
+    accepted_attempt: int | None = Field(None, description="The best scored attempt, once the shot is final.")
+    attempts: list[Attempt]
+
+
+class FeedbackRow(BaseModel):
+    feedback_id: str
+    shot_number: int
+    attempt: int
+    source: str
+    rating: int | None = None
+    comment: str | None = None
+    scores: dict[str, float]
+    reward: float
+    submitted_at: datetime
+
+
+class SceneDetail(BaseModel):
+    scene: SceneSummary
+    overall_mood: str | None = None
+    lighting_suggestions: str | None = None
+    shots: list[Shot]
+    feedback: list[FeedbackRow]
+
+
+class PatternRow(BaseModel):
+    context: str
+    modifier: str
+    mean: float
+    lower_bound: float
+    observations: int
+    alpha: float
+    beta: float
+    sources: dict[str, int] = Field(description="Updates per evidence source: auto, human, external.")
+    updated_at: datetime
+
+
+class RecommendationRow(BaseModel):
+    context: str
+    best: str
+    best_lower_bound: float
+    probability_best: dict[str, float]
+    stop: list[str] = Field(description="Modifiers whose probability of being best is under 5%.")
+
+
+class PatternTableResponse(BaseModel):
+    patterns: list[PatternRow]
+    recommendations: list[RecommendationRow]
+
+
+class TrendRow(BaseModel):
+    day: date
+    key: str
+    attempts: int
+    mean_score: float | None = None
+    pass_rate: float | None = None
+    failed: int
+
+
+class TrendResponse(BaseModel):
+    by: Literal["day", "pattern", "workflow"]
+    days: int
+    rows: list[TrendRow]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
