@@ -5,10 +5,16 @@ test asks for them."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from director.planner import plan_scene
@@ -22,7 +28,7 @@ from tower.worker import StageProcesses
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if "kafka_bootstrap" in fixtures or "settings" in fixtures:
+        if "kafka_bootstrap" in fixtures or "settings" in fixtures or "api_server" in fixtures:
             item.add_marker(pytest.mark.kafka)
             item.add_marker(pytest.mark.integration)
         if "postgres_url" in fixtures or "database_url" in fixtures:
@@ -111,3 +117,66 @@ def kai_shots(kai_request: SceneRequested) -> list[ShotPlanned]:
         )
         for shot in plan.shots
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ApiServer:
+    """``tower api`` as a child process on a free loopback port, with the test's settings."""
+
+    url: str
+    token: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def client(self, *, token: str | None = None, authorised: bool = True) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if authorised else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def start_api(env: dict[str, str], log_path: Path, token: str = "test-token") -> ApiServer:
+    port = free_port()
+    output = open(log_path, "w")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tower", "api", "--port", str(port)],
+        env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT,
+    )
+    server = ApiServer(f"http://127.0.0.1:{port}", token, process, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"tower api exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise TimeoutError(f"tower api did not answer /health within 60 s:\n{server.log()}")
+        time.sleep(0.1)
+
+
+def stop_api(server: ApiServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def api_server(tower_env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
+    """The HTTP API as a process over this test's topics, database and media store."""
+    server = start_api(tower_env, tmp_path / "api.log")
+    yield server
+    stop_api(server)

@@ -136,6 +136,14 @@ class SceneRecord:
         return self.topic.endswith(DEAD_LETTER_SUFFIX)
 
 
+@dataclass(frozen=True)
+class Tick:
+    """Yielded by :func:`tail_scene` after each poll, so its reader can keep time; ``caught_up``
+    when every partition has been read to its end offset (everything written so far was read)."""
+
+    caught_up: bool
+
+
 async def tail_scene(
     settings: Settings,
     scene_id: str,
@@ -143,12 +151,11 @@ async def tail_scene(
     start_offsets: dict[TopicPartition, int] | None = None,
     since_ms: int | None = None,
     poll_ms: int = 500,
-) -> AsyncIterator[SceneRecord | None]:
+) -> AsyncIterator[SceneRecord | Tick]:
     """Every message keyed by ``scene_id`` on the pipeline, side and dead-letter topics, as it
     reaches Kafka, from ``start_offsets`` (else from the first message at or after ``since_ms``,
-    else from the beginning); ``None`` after each poll that brought nothing of the scene, so the
-    caller can keep time. Joins no consumer group and commits nothing; use with
-    :func:`contextlib.aclosing` so the consumer stops when the caller does."""
+    else from the beginning), and a :class:`Tick` after each poll. Joins no consumer group and
+    commits nothing; use with :func:`contextlib.aclosing` so the consumer stops when the caller does."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-follow"
     )
@@ -171,20 +178,21 @@ async def tail_scene(
         key = scene_id.encode()
         while True:
             batches = await consumer.getmany(timeout_ms=poll_ms)
-            seen = False
             for tp, records in batches.items():
                 name = tp.topic[len(settings.topic_prefix):]
                 for record in records:
                     if record.key != key:
                         continue
-                    seen = True
                     value = None
                     if not name.endswith(DEAD_LETTER_SUFFIX):
                         decoded = decode_value(BY_NAME[name].model, record.value)
                         value = None if isinstance(decoded, Malformed) else decoded
                     yield SceneRecord(name, tp, record.offset, header_map(record.headers), value)
-            if not seen:
-                yield None
+            caught_up = False
+            if not any(batches.values()):  # nothing fetched: check against the brokers' end offsets
+                ends = await consumer.end_offsets(partitions)
+                caught_up = all([await consumer.position(tp) >= end for tp, end in ends.items()])
+            yield Tick(caught_up)
     finally:
         await consumer.stop()
 
@@ -204,7 +212,7 @@ async def follow_scene(
     deadline = time.monotonic() + timeout_s
     async with aclosing(tail_scene(settings, scene_id, start_offsets=start_offsets)) as records:
         async for record in records:
-            if record is not None:
+            if isinstance(record, SceneRecord):
                 if record.dead_letter:
                     raise SceneFailed(scene_id, record.headers)
                 if record.value is not None:

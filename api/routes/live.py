@@ -3,8 +3,8 @@
 Each SSE ``id`` is a cursor (the next offset of every partition that carried the scene), so a
 client that reconnects with ``Last-Event-ID`` continues exactly after the last event it got:
 the stream re-reads the scene from its start to know its state, and sends only what is past the
-cursor. The stream ends with ``complete`` (every shot final) or ``failed`` (an event of the
-scene was dead-lettered).
+cursor. The stream ends with ``complete`` (every shot final, and every event of the scene
+written by then sent) or ``failed`` (an event of the scene was dead-lettered).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from api.problems import Problem
 from api.routes.director import backends_of, settings_of
 from api.security import require_read
-from tower.follow import SceneProgress, SceneRecord, tail_scene
+from tower.follow import SceneProgress, SceneRecord, Tick, tail_scene
 
 router = APIRouter(prefix="/api/director", tags=["live"], dependencies=[Depends(require_read)])
 HEARTBEAT_S = 15.0
@@ -110,7 +110,14 @@ async def _stream(request: Request, scene_id: str, since_ms: int, resume: dict[T
     yield b"retry: 2000\n\n"
     async with aclosing(tail_scene(settings, scene_id, since_ms=since_ms)) as records:
         async for record in records:
-            if record is None:
+            if isinstance(record, Tick):
+                if progress.done and record.caught_up:
+                    # Partitions are read in any interleaving: the last score may come before
+                    # other topics' events of the scene, so finish only once all are read.
+                    finals = {n: {"attempt": v.attempt, "composite": v.composite, "passed": v.passed}
+                              for n, v in sorted(progress.finals.items())}
+                    yield sse("complete", {"scene_id": scene_id, "shot_count": progress.shot_count, "finals": finals})
+                    return
                 if time.monotonic() - quiet_since > HEARTBEAT_S:
                     quiet_since = time.monotonic()
                     yield b": keepalive\n\n"
@@ -129,9 +136,4 @@ async def _stream(request: Request, scene_id: str, since_ms: int, resume: dict[T
                 yield sse("failed", {"scene_id": scene_id, "reason": record.headers.get("dlq_error_message"),
                                      "error_class": record.headers.get("dlq_error_class"),
                                      "topic": record.headers.get("dlq_original_topic")})
-                return
-            if progress.done:
-                finals = {n: {"attempt": v.attempt, "composite": v.composite, "passed": v.passed}
-                          for n, v in sorted(progress.finals.items())}
-                yield sse("complete", {"scene_id": scene_id, "shot_count": progress.shot_count, "finals": finals})
                 return

@@ -105,3 +105,65 @@ def test_every_pair_of_modifiers_can_win(kai_shots):
     for winner, loser in itertools.permutations(names):
         table = {winner: Posterior(30 * MICROS, MICROS, 30), loser: Posterior(MICROS, 30 * MICROS, 30)}
         assert thompson_choice(table, names, 5).modifier == winner
+
+
+def feedback(source: str, *, rating=None, scores=None, context="ctx", modifier="clean-cel", feedback_id="f1"):
+    from events.models import ExternalScores, FeedbackSubmitted
+
+    return FeedbackSubmitted(scene_id="scene-1", session_id="s", feedback_id=feedback_id, shot_number=1, attempt=1,
+                             source=source, rating=rating, scores=ExternalScores(**(scores or {})),
+                             context=context, modifier=modifier)
+
+
+def test_a_human_rating_counts_twice_on_the_reward_scale():
+    from director.learning import HUMAN_RATING_WEIGHT, rating_reward
+
+    assert [rating_reward(r) for r in range(1, 6)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    table = fold({}, feedback("human", rating=5))
+    post = table[("ctx", "clean-cel")]
+    assert HUMAN_RATING_WEIGHT == 2
+    assert (post.alpha, post.beta, post.observations) == (3.0, 1.0, 1)
+    assert fold({}, feedback("human", rating=1))[("ctx", "clean-cel")].beta == 3.0
+
+
+def test_external_scores_teach_their_mean_once():
+    post = fold({}, feedback("external", scores={"ssim": 0.85, "consistency": 0.9}))[("ctx", "clean-cel")]
+    assert (post.alpha, post.beta, post.observations) == (1.875, 1.125, 1)
+
+
+def test_feedback_and_scores_fold_into_the_same_posterior_in_any_order(kai_shots):
+    events = [scored(kai_shots[0], "clean-cel", 0.4), feedback("human", rating=4),
+              feedback("external", scores={"optical_flow": 0.3}), scored(kai_shots[1], "clean-cel", 0.9, attempt=1)]
+    tables = {tuple(sorted(fold_all(order).items())) for order in itertools.permutations(events)}
+    assert len(tables) == 1
+    post = fold_all(events)[("ctx", "clean-cel")]
+    assert post.observations == 4
+    assert post.alpha_micros == MICROS + 400_000 + 2 * 750_000 + 300_000 + 900_000
+
+
+def test_feedback_must_judge_something():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs a rating"):
+        feedback("human")
+    with pytest.raises(ValidationError, match="at least one of"):
+        feedback("external", rating=3)
+
+
+def test_recommendations_pick_a_confident_best_and_drop_the_hopeless():
+    from director.learning import recommend
+
+    strong = Posterior()
+    for _ in range(40):
+        strong = strong.updated(0.9)
+    weak = Posterior()
+    for _ in range(40):
+        weak = weak.updated(0.2)
+    lucky = Posterior().updated(1.0)  # one great score: a high mean, a low lower bound
+    posteriors = {"clean-cel": strong, "painterly-detail": weak, "rim-light-drama": lucky}
+    rec = recommend("ctx", posteriors, ["clean-cel", "painterly-detail", "rim-light-drama", "dynamic-action"])
+    assert rec.best == "clean-cel" and rec.best_lower_bound == pytest.approx(strong.lower_bound, abs=1e-4)
+    assert "painterly-detail" in rec.stop and "clean-cel" not in rec.stop
+    assert "dynamic-action" not in rec.stop  # untried: still might be best
+    assert sum(rec.probability_best.values()) == pytest.approx(1.0, abs=1e-3)
+    assert recommend("ctx", posteriors, list(posteriors)) == recommend("ctx", posteriors, list(posteriors))
