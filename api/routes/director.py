@@ -29,7 +29,7 @@ from api.models import (
     PlanResponse,
 )
 from api.problems import Problem
-from api.security import require_write
+from api.security import require_read, require_write
 from director.planner import ScenePlan, plan_scene
 from director.refiner import pattern_context, refine
 from events.envelope import Envelope, derive_event_id
@@ -66,14 +66,14 @@ def plan_for(body: PlanRequest | EnhanceRequest, settings: Settings) -> ScenePla
     return _plan(body.scene_description, tuple(body.characters), body.style, settings.render_fps)
 
 
-@router.post("/scene/plan", response_model=PlanResponse, summary="Plan a scene into shots (dry run, no events)")
+@router.post("/scene/plan", response_model=PlanResponse, dependencies=[Depends(require_read)], summary="Plan a scene into shots (dry run, no events)")
 async def scene_plan(body: PlanRequest, request: Request) -> PlanResponse:
     plan = plan_for(body, settings_of(request))
     return PlanResponse(session_id=body.session_id, shot_list=list(plan.shots), overall_mood=plan.overall_mood,
                         lighting_suggestions=plan.lighting_suggestions, genre=plan.genre)
 
 
-@router.post("/prompt/enhance", response_model=EnhanceResponse,
+@router.post("/prompt/enhance", response_model=EnhanceResponse, dependencies=[Depends(require_read)],
              summary="The refined prompt for one planned shot, from the current pattern table (no events)")
 async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceResponse:
     settings = settings_of(request)

@@ -94,6 +94,8 @@ def test_writes_need_the_token_401_without_403_wrong():
     protected = client(api_token="s3cret", api_protect_reads=True)
     assert protected.get("/api/director/sessions").status_code == 401
     assert protected.get("/media/a/b.png").status_code == 401
+    assert protected.post("/api/director/scene/plan", json=SEED_BODY).status_code == 401
+    assert protected.get("/health").status_code == 200
 
 
 def test_oversize_bodies_are_413_declared_or_streamed():
