@@ -13,9 +13,11 @@ Prometheus metrics (:mod:`tower.metrics`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import traceback
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +27,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 
 from agents.stage import Stage
 from events.codec import EventCodec, Malformed
-from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
+from events.envelope import Envelope, EnvelopeError, open_envelope
 from events.models import QualityScored
 from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
 from store.projections import Origin
@@ -78,6 +80,7 @@ def build_app(stage: Stage, settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
+        producer_max_request_size=settings.max_message_bytes,
         autodiscover=False,
         datadir=str(settings.state_dir / app_id),
     )
@@ -227,12 +230,17 @@ class StageRunner:
         """Send ``message`` to its dead-letter topic, retrying until the broker has it.
 
         It must not be acknowledged before that: while the broker is unreachable this waits (and
-        so does the partition). A value too large for the broker goes without its value.
+        so does the partition). A letter too large for the broker goes truncated
+        (:func:`fit_dead_letter`); one the broker keeps refusing for another reason goes, after
+        ``TOWER_HANDLER_RETRIES`` retries, without its value (the headers say why), so a message
+        can never hold its partition forever.
         """
         topic = self._topic(dead_letter_topic(origin.topic))
         raw = bytes(message.value) if isinstance(message.value, bytes | bytearray) else b""
         headers = dead_letter_headers(message.headers, origin, error_class, reason)
+        raw, headers = fit_dead_letter(raw, headers, message.key, self.settings.max_message_bytes)
         delay = max(self.settings.handler_backoff_s, 0.05)
+        refusals = 0
         while True:
             try:
                 delivery = await topic.send(key=message.key, value=raw, headers=headers, force=True)
@@ -240,10 +248,18 @@ class StageRunner:
                 break
             except asyncio.CancelledError:
                 raise
-            except MessageSizeTooLargeError:
-                raw, headers = b"", headers + [("dlq_value_dropped", b"too large for the broker")]
             except Exception as exc:  # noqa: BLE001 - keep trying: losing the message is worse
-                log.error("cannot dead-letter (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay,
+                cause = root_cause(exc)
+                if isinstance(cause, MessageSizeTooLargeError) and raw:
+                    # The broker's limit is lower than TOWER_MAX_MESSAGE_BYTES says: keep the trace.
+                    raw, headers = b"", headers + [("dlq_value_dropped", f"{cause}"[:500].encode())]
+                    continue
+                if not is_outage(exc):
+                    refusals += 1
+                    if refusals > self.settings.handler_retries and raw:
+                        raw, headers = b"", headers + [
+                            ("dlq_value_dropped", f"{type(cause).__name__}: {cause}"[:500].encode())]
+                log.error("cannot dead-letter (%s: %s); retrying in %.1fs", type(cause).__name__, cause, delay,
                           extra=_where(self.stage.name, origin))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
@@ -251,9 +267,51 @@ class StageRunner:
         log.warning("dead-lettered: %s: %s", error_class, reason, extra=_where(self.stage.name, origin))
 
 
+# A record's framing beyond its key, value and headers (batch header, varints), generously.
+RECORD_OVERHEAD_BYTES = 1024
+
+
+def fit_dead_letter(
+    value: bytes, headers: list[tuple[str, bytes]], key: bytes | None, max_bytes: int
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The dead letter cut to fit ``max_bytes``: the value truncated, with ``dlq_truncated``,
+    ``dlq_original_size`` and ``dlq_original_sha256`` saying so; the original headers dropped
+    (``dlq_headers_dropped``) if they alone are too large."""
+    def size(items: list[tuple[str, bytes]]) -> int:
+        return sum(len(name) + len(data) for name, data in items)
+
+    budget = max_bytes - RECORD_OVERHEAD_BYTES - len(key or b"")
+    if size(headers) > budget // 2:
+        dropped = [h for h in headers if not h[0].startswith("dlq_")]
+        headers = [h for h in headers if h[0].startswith("dlq_")] + [
+            ("dlq_headers_dropped", f"{len(dropped)} original header(s), {size(dropped)} bytes".encode())]
+    room = budget - size(headers) - 200  # the truncation headers below
+    if len(value) <= room:
+        return value, headers
+    return value[:max(0, room)], headers + [
+        ("dlq_truncated", b"true"),
+        ("dlq_original_size", str(len(value)).encode()),
+        ("dlq_original_sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error under Faust's wrappers (``ProducerSendError`` carries aiokafka's as its cause)."""
+    while exc.__cause__ is not None and isinstance(exc, faust.exceptions.FaustError):
+        exc = exc.__cause__
+    return exc
+
+
 def dead_letter_headers(original: Any, origin: Origin, error_class: str, reason: str) -> list[tuple[str, bytes]]:
-    """The original headers plus where the message came from and why it failed."""
-    headers = list(header_map(original).items()) + [
+    """The original headers exactly as they came (names, order, repeats, bytes), plus where the
+    message came from and why it failed."""
+    if original is None:
+        kept: list[tuple[str, bytes]] = []
+    else:
+        items = original.items() if isinstance(original, Mapping) else original
+        kept = [(str(name), bytes(value) if isinstance(value, bytes | bytearray) else
+                 b"" if value is None else str(value).encode()) for name, value in items]
+    return kept + [(name, value.encode()) for name, value in (
         ("dlq_original_topic", origin.topic),
         ("dlq_original_partition", str(origin.partition)),
         ("dlq_original_offset", str(origin.offset)),
@@ -261,8 +319,7 @@ def dead_letter_headers(original: Any, origin: Origin, error_class: str, reason:
         ("dlq_error_message", reason[:4000]),
         ("dlq_consumer", origin.consumer),
         ("dlq_failed_at", datetime.now(UTC).isoformat()),
-    ]
-    return [(name, value.encode()) for name, value in headers]
+    )]
 
 
 def _where(stage: str, origin: Origin) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api.backends import Backends
@@ -18,6 +20,7 @@ from api.routes import director, live, media, ops, reads
 from tower.settings import Settings
 
 log = logging.getLogger("tower.api")
+PANEL_DIST = Path(__file__).resolve().parents[1] / "panel" / "dist"
 DESCRIPTION = """\
 Tower's director API (the seed's Tower service, port 8328). Planning and prompt writing answer
 at once; `workflow/integrate`, `feedback/submit` and `batches` produce events and answer 202;
@@ -43,9 +46,15 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (director, reads, live, media, ops):
         app.include_router(module.router)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    panel = settings.panel_dir or PANEL_DIST
+    if (panel / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=panel, html=True), name="panel")
+    else:
+        log.info("no built DirectorPanel in %s (make panel); / redirects to /docs", panel)
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/docs")
 
     if settings.api_cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins, allow_credentials=False,

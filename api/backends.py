@@ -61,6 +61,7 @@ class Backends:
                     producer = AIOKafkaProducer(
                         bootstrap_servers=self.settings.kafka_bootstrap, acks="all", client_id="tower-api",
                         enable_idempotence=True, linger_ms=1, request_timeout_ms=10_000,
+                        max_request_size=self.settings.max_message_bytes,
                     )
                     try:
                         await asyncio.wait_for(ensure_topics(self.settings, timeout_s=5), 10)

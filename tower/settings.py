@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         True, description="Whether the learner re-issues low-scoring shots; false to retrain from a replay."
     )
 
+    max_message_bytes: int = Field(
+        1_048_588, ge=65_536,
+        description="Largest message the producers send: the broker's max.message.bytes (Kafka's default 1048588).",
+    )
     handler_retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-lettering.")
     handler_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles per retry (at most 10 s).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often agents commit consumer offsets.")
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     )
     api_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body the API accepts.")
     api_max_batch_scenes: int = Field(500, ge=1, le=100_000, description="Most scenes in one batch.")
+    panel_dir: Path | None = Field(
+        None, description="Built DirectorPanel served at / by the API; unset: panel/dist of this checkout."
+    )
     api_scene_wait_s: float = Field(
         5.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tower.metrics import start_metrics_server
 from tower.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("tower.worker")
 
 
 def run_stages(names: Sequence[str], settings: Settings) -> None:
@@ -29,12 +31,26 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
     each still its own consumer group, on one event loop: the development mode of `tower worker all`.
     With ``TOWER_METRICS_PORT`` set, the process serves its Prometheus metrics (all its stages) there.
     """
-    asyncio.run(ensure_topics(settings))
+    wait_for_kafka(settings)
     apps = [build_app(stage_class(name)(settings), settings) for name in names]
     start_metrics_server(settings)
     worker = faust.Worker(*apps, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()
+
+
+def wait_for_kafka(settings: Settings, *, max_delay_s: float = 5.0) -> None:
+    """Create the topics, waiting for the broker with backoff (a line in the log each try) when it
+    is not up yet: a worker started before Kafka waits for it, as a running one does."""
+    delay = 0.5
+    while True:
+        try:
+            asyncio.run(ensure_topics(settings, timeout_s=10))
+            return
+        except ConnectionError as exc:
+            log.warning("waiting for Kafka: %s (retrying in %.0fs)", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 class StageProcesses:

@@ -136,3 +136,41 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
         assert sum(p.observations for p in table.values()) == updates <= len(scored_ids)
     finally:
         await conn.close()
+
+
+async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blocks_nothing(settings, workers):
+    """Just under the broker's 1,048,588 bytes on scene.requested: the broker takes it, but its
+    dead letter (value plus dlq_* headers) would be over the limit. It goes truncated, with the
+    original's size and hash, and the planner goes on with the next scene."""
+    import hashlib
+
+    from tower.kafka import ensure_topics
+
+    await ensure_topics(settings)
+    workers.start("planner")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=1_048_588)
+    await producer.start()
+    head, tail = b'{"scene_id": "big", "session_id": "s", "description": "', b'"}'
+    poison = head + b"x" * (1_048_200 - len(head) - len(tail)) + tail
+    try:
+        sent = await producer.send_and_wait(settings.topic("scene.requested"), poison, key=b"big",
+                                            headers=[("ce_id", b"big-1"), ("ce_source", b"kcat"),
+                                                     ("ce_type", b"tower.scene.requested.v1")])
+    finally:
+        await producer.stop()
+    await produce(settings, [scene_envelope(kai_request("scene-after-poison"))])
+
+    letters = await workers.watch(read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic("scene.requested")),
+                                             expect=1, timeout_s=60))
+    assert len(letters) == 1, "the poison message was not dead-lettered"
+    letter = letters[0]
+    headers = header_map(letter.headers)
+    assert int(headers["dlq_original_offset"]) == sent.offset and headers.get("dlq_truncated") == "true", (headers, len(letter.value))
+    assert headers["dlq_original_size"] == str(len(poison))
+    assert headers["dlq_original_sha256"] == hashlib.sha256(poison).hexdigest()
+    assert poison.startswith(letter.value) and len(letter.value) > 1_000_000 - 10_000
+    assert headers["ce_id"] == "big-1" and headers["dlq_error_class"] == "ValidationError"
+    planned = await workers.watch(read_topic(settings.kafka_bootstrap, settings.topic("shot.planned"), expect=4,
+                                             timeout_s=60))
+    assert {r.key for r in planned} == {b"scene-after-poison"} and len(planned) == 4
+    workers.assert_alive()

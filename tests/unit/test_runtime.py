@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,3 +138,75 @@ def test_outages_are_told_apart_from_bad_messages():
     wrapped.__cause__ = asyncpg.exceptions.ConnectionDoesNotExistError()
     assert is_outage(wrapped)
     assert not is_outage(FileNotFoundError("frame gone")) and not is_outage(ValueError("bad"))
+
+
+def test_dead_letter_headers_are_kept_byte_for_byte_repeats_and_all():
+    origin = Origin("planner", "scene.requested", 0, 1)
+    original = [("ce_id", b"abc"), ("trace", b"\xff\xfe not utf-8"), ("trace", b"second")]
+    headers = dead_letter_headers(original, origin, "ValueError", "bad")
+    assert headers[:3] == original
+    assert [name for name, _ in headers[3:]][:2] == ["dlq_original_topic", "dlq_original_partition"]
+
+
+def test_an_oversize_dead_letter_is_truncated_with_its_size_and_hash():
+    import hashlib
+
+    from agents.runtime import fit_dead_letter
+
+    value = b"x" * 1_040_000
+    headers = [("ce_id", b"abc"), ("dlq_error_class", b"ValidationError")]
+    kept, out = fit_dead_letter(value, headers, b"key", 1_000_000)
+    named = dict(out)
+    assert len(kept) + sum(len(n) + len(v) for n, v in out) < 1_000_000 - 1024
+    assert value.startswith(kept) and len(kept) > 900_000
+    assert named["dlq_truncated"] == b"true" and named["dlq_original_size"] == b"1040000"
+    assert named["dlq_original_sha256"] == hashlib.sha256(value).hexdigest().encode()
+    small, same = fit_dead_letter(b"{}", headers, b"key", 1_000_000)
+    assert (small, same) == (b"{}", headers)
+    # Original headers too large to carry: dropped, and the letter says so.
+    _, trimmed = fit_dead_letter(b"{}", [("huge", b"h" * 600_000), *headers], b"k", 1_000_000)
+    assert "huge" not in dict(trimmed) and dict(trimmed)["dlq_headers_dropped"] == b"2 original header(s), 600012 bytes"
+
+
+class RefusingTopic:
+    """A dead-letter topic whose broker refuses what it is sent ``refusals`` times."""
+
+    def __init__(self, error: Exception, refusals: int) -> None:
+        self.error, self.refusals, self.sent = error, refusals, []
+
+    async def send(self, *, key, value, headers, force):  # noqa: ANN001, ANN201
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise self.error
+        self.sent.append((key, value, headers))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def refusing_runner(topic: RefusingTopic) -> StageRunner:
+    stage = Flaky(failures=0)
+    stage.settings = Settings(handler_backoff_s=0.0, handler_retries=2)
+    runner = StageRunner(stage, stage.settings, faust.App("test-dlq", web_enabled=False))
+    runner._topic = lambda name: topic  # noqa: SLF001 - the broker is the part under test
+    return runner
+
+
+async def test_a_dead_letter_the_broker_finds_too_large_goes_without_its_value():
+    from aiokafka.errors import MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    wrapped = ProducerSendError("send failed")
+    wrapped.__cause__ = MessageSizeTooLargeError("The message is 1040000 bytes")
+    topic = RefusingTopic(wrapped, refusals=1)
+    await refusing_runner(topic).dead_letter(Message(b"x" * 5000, [("ce_id", b"a")]), Origin("p", "t", 0, 1),
+                                             "ValidationError", "too big")
+    (key, value, headers), = topic.sent
+    assert value == b"" and b"1040000 bytes" in dict(headers)["dlq_value_dropped"]
+
+
+async def test_a_dead_letter_refused_for_another_reason_still_leaves_within_its_retries():
+    topic = RefusingTopic(RuntimeError("policy says no"), refusals=3)
+    await refusing_runner(topic).dead_letter(Message(b"{}", []), Origin("p", "t", 0, 1), "ValueError", "bad")
+    (key, value, headers), = topic.sent
+    assert value == b"" and dict(headers)["dlq_value_dropped"].startswith(b"RuntimeError: policy says no")
