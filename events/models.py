@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SceneId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -39,6 +39,13 @@ class SceneRequested(_Event):
         None, description="The batch this scene was submitted in, if any."
     )
     batch_size: Annotated[int, Field(ge=1)] | None = Field(None, description="How many scenes the batch has.")
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the description is blank")
+        return value
 
 
 class ShotSpec(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from store.migrate import migrate
+from tower.settings import mask_password
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
@@ -13,7 +14,7 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncp
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
     except (OSError, asyncpg.PostgresError) as exc:
         raise ConnectionError(
-            f"cannot connect to PostgreSQL at {url!r}: {exc}. Start it with `make services` "
+            f"cannot connect to PostgreSQL at {mask_password(url)!r}: {exc}. Start it with `make services` "
             "or point TOWER_DATABASE_URL at a running server."
         ) from exc
     async with pool.acquire() as conn:

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from pydantic import ValidationError
 
 from agents.registry import STAGE_NAMES
 from director.learning import Posterior
 from events.models import SceneRequested
 from tower.follow import SceneFailed
 from tower.logs import configure_logging
-from tower.settings import Settings, get_settings
+from tower.settings import Settings, get_settings, mask_password
 
 T = TypeVar("T")
 
@@ -40,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=None, help="port (default: TOWER_API_PORT, 8328)")
 
     submit = sub.add_parser("submit", help="request a scene (produces scene.requested)")
-    submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon"')
+    submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon" (1-2000 characters)')
     submit.add_argument("--characters", default="", help="comma-separated names, e.g. Kai,Dragon")
     submit.add_argument("--session", default=None, help="creative session id (default: a new one)")
     submit.add_argument("--scene-id", default=None, help="scene id (default: a new one)")
     submit.add_argument("--style", default="anime")
-    submit.add_argument("--max-attempts", type=int, default=None, help="attempt budget per shot (default: the planner's TOWER_MAX_ATTEMPTS)")
-    submit.add_argument("--threshold", type=float, default=None, help="retry under this score (default: the planner's TOWER_QUALITY_THRESHOLD)")
+    submit.add_argument("--max-attempts", type=int, default=None, help="attempt budget per shot, 1-10 (default: the planner's TOWER_MAX_ATTEMPTS)")
+    submit.add_argument("--threshold", type=float, default=None, help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")
     submit.add_argument("--follow", action="store_true", help="show progress, then the plan, scores and pattern updates")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds --follow waits (default 600)")
 
@@ -85,11 +86,29 @@ def main(argv: list[str] | None = None) -> int:
     except SceneFailed as exc:
         print(f"tower: {exc}", file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        print(f"tower: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
     except asyncpg.UndefinedTableError as exc:
         print(f"tower: the database has no Tower schema yet ({exc}); run `tower db migrate`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+# What a field of a command's input is called on the command line.
+OPTION_NAMES = {"description": "the description", "max_attempts": "--max-attempts", "quality_threshold": "--threshold",
+                "characters": "--characters", "scene_id": "--scene-id", "session_id": "--session", "style": "--style"}
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One line naming each invalid option and what is wrong with it."""
+    problems = []
+    for error in exc.errors(include_url=False)[:3]:
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"]
+        problems.append(f"{OPTION_NAMES.get(field, field or 'input')}: {message[:1].lower()}{message[1:]}")
+    return "invalid input: " + "; ".join(problems) + " (see --help)"
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,7 +137,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     request = SceneRequested(
         scene_id=scene_id,
         session_id=args.session or f"session-{scene_id.removeprefix('scene-')}",
-        description=args.description,
+        description=args.description.strip(),
         characters=[c.strip() for c in args.characters.split(",") if c.strip()],
         style=args.style,
         max_attempts=args.max_attempts,
@@ -182,7 +201,7 @@ async def connect(settings: Settings):  # noqa: ANN201 - asyncpg.Connection, imp
         return await asyncpg.connect(settings.database_url)
     except (OSError, asyncpg.PostgresError) as exc:
         raise ConnectionError(
-            f"cannot connect to PostgreSQL at {settings.database_url!r}: {exc}. Start it with "
+            f"cannot connect to PostgreSQL at {mask_password(settings.database_url)!r}: {exc}. Start it with "
             "`make services` or set TOWER_DATABASE_URL."
         ) from exc
 
@@ -329,16 +348,6 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
         print(f"TOWER_{name.upper()}={'' if value is None else value}")
     return 0
 
-
-def mask_password(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 COMMANDS = {

@@ -1,0 +1,39 @@
+"""The CLI answers bad input with one line and exit 2, never a traceback; secrets stay masked."""
+
+from __future__ import annotations
+
+import pytest
+
+from tower.cli import main
+from tower.settings import mask_password
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["submit", ""], "the description"),
+    (["submit", "   "], "the description"),
+    (["submit", "x" * 2001], "at most 2000 characters"),
+    (["submit", "Kai fights", "--max-attempts", "0"], "--max-attempts"),
+    (["submit", "Kai fights", "--threshold", "1.5"], "--threshold"),
+    (["submit", "Kai fights", "--scene-id", "no spaces allowed"], "--scene-id"),
+])
+def test_bad_submit_input_is_one_line_and_exit_2(argv, says, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tower: invalid input: ") and says in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_settings_mask_the_database_password_and_the_token(monkeypatch, capsys):
+    from tower.settings import get_settings
+
+    monkeypatch.setenv("TOWER_DATABASE_URL", "postgresql://tower:hunter2@db.example:5432/tower")
+    monkeypatch.setenv("TOWER_API_TOKEN", "t0ken-value")
+    get_settings.cache_clear()
+    try:
+        assert main(["settings"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "t0ken-value" not in out
+    assert "TOWER_DATABASE_URL=postgresql://tower:***@db.example:5432/tower" in out
+    assert mask_password("postgresql://u@h/db") == "postgresql://u@h/db"
