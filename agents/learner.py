@@ -8,12 +8,13 @@ from director.learning import retry_of
 from events.envelope import Envelope
 from events.models import QualityScored
 from events.topics import TOPICS
-from store.projections import Origin, apply_event
+from store.projections import Origin, apply_dead_letter, apply_event
 
 
 class Learner(DatabaseStage):
     name = "learner"
     inputs = TOPICS
+    reads_dead_letters = True  # a scene whose event is dead-lettered is marked failed
 
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         async with self.pool.acquire() as conn:
@@ -29,6 +30,10 @@ class Learner(DatabaseStage):
             ):
                 return []
         return [envelope.derive(retry, source=self.source)]
+
+    async def on_dead_letter(self, key: bytes | None, headers: dict[str, str], origin: Origin) -> None:
+        async with self.pool.acquire() as conn:
+            await apply_dead_letter(conn, key, headers, origin)
 
     async def on_produced(self, envelope: Envelope, outputs: list[Envelope]) -> None:
         if outputs:

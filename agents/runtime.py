@@ -27,10 +27,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 
 from agents.stage import Stage
 from events.codec import EventCodec, Malformed
-from events.envelope import Envelope, EnvelopeError, open_envelope
+from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
 from events.models import QualityScored
 from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
 from store.projections import Origin
+from tower.kafka import read_topic
 from tower.metrics import StageMetrics
 from tower.settings import Settings
 
@@ -87,6 +88,8 @@ def build_app(stage: Stage, settings: Settings) -> faust.App:
     runner = StageRunner(stage, settings, app)
     for spec in stage.inputs:
         runner.subscribe(spec)
+        if stage.reads_dead_letters:
+            runner.subscribe_dead_letters(spec)
 
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **_: Any) -> None:  # noqa: ARG001
@@ -104,6 +107,8 @@ class StageRunner:
         self._started = False
         self._start_lock = asyncio.Lock()
         self.metrics = StageMetrics(stage.name, settings.app_id(stage.name))
+        # Per dead-letter topic, what this stage has dead-lettered: (topic, partition, offset).
+        self._letters: dict[str, set[tuple[str, int, int]]] = {}
         stage.publish = self.publish
 
     async def ensure_started(self) -> None:
@@ -134,6 +139,41 @@ class StageRunner:
 
         agent.__name__ = f"{self.stage.name}_{spec.name.replace('.', '_')}"
         self.app.agent(channel, name=f"{self.settings.app_id(self.stage.name)}.{spec.name}", concurrency=1)(agent)
+
+    def subscribe_dead_letters(self, spec: TopicSpec) -> None:
+        channel = self.app.topic(
+            dead_letter_topic(self.settings.topic(spec.name)), key_serializer="raw", value_serializer="raw"
+        )
+
+        async def agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await self.process_dead_letter(event.message)
+
+        agent.__name__ = f"{self.stage.name}_{spec.name.replace('.', '_')}_dlq"
+        self.app.agent(channel, name=f"{self.settings.app_id(self.stage.name)}.{spec.name}.dlq", concurrency=1)(agent)
+
+    async def process_dead_letter(self, message: Any) -> None:
+        """Hand a dead letter to the stage, waiting out outages. A dead letter cannot itself be
+        dead-lettered: one the stage keeps failing on is logged and left (it stays in its topic)."""
+        origin = Origin(self.stage.name, message.topic, message.partition, message.offset)
+        delay = self.settings.handler_backoff_s
+        failures = 0
+        while True:
+            try:
+                await self.ensure_started()
+                await self.stage.on_dead_letter(message.key, header_map(message.headers), origin)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                if not is_outage(exc):
+                    failures += 1
+                    if failures > self.settings.handler_retries:
+                        log.error("cannot record a dead letter: %s", exc, extra=_where(self.stage.name, origin),
+                                  exc_info=True)
+                        return
+                await asyncio.sleep(delay)
+                delay = min(max(delay, 0.05) * 2, MAX_BACKOFF_S)
 
     async def process(self, spec: TopicSpec, value: Any, message: Any) -> None:
         """Handle one message; never raises (Faust would acknowledge it anyway and it would be lost)."""
@@ -235,16 +275,22 @@ class StageRunner:
         ``TOWER_HANDLER_RETRIES`` retries, without its value (the headers say why), so a message
         can never hold its partition forever.
         """
-        topic = self._topic(dead_letter_topic(origin.topic))
+        dlq = dead_letter_topic(origin.topic)
+        topic = self._topic(dlq)
         raw = bytes(message.value) if isinstance(message.value, bytes | bytearray) else b""
         headers = dead_letter_headers(message.headers, origin, error_class, reason)
         raw, headers = fit_dead_letter(raw, headers, message.key, self.settings.max_message_bytes)
         delay = max(self.settings.handler_backoff_s, 0.05)
         refusals = 0
+        letter = (origin.topic, origin.partition, origin.offset)
         while True:
             try:
+                if letter in await self._dead_lettered(dlq):
+                    log.info("already dead-lettered (a replay)", extra=_where(self.stage.name, origin))
+                    return
                 delivery = await topic.send(key=message.key, value=raw, headers=headers, force=True)
                 await delivery
+                self._letters[dlq].add(letter)
                 break
             except asyncio.CancelledError:
                 raise
@@ -265,6 +311,23 @@ class StageRunner:
                 delay = min(delay * 2, MAX_BACKOFF_S)
         self.metrics.dead_lettered(origin.topic, error_class)
         log.warning("dead-lettered: %s: %s", error_class, reason, extra=_where(self.stage.name, origin))
+
+
+    async def _dead_lettered(self, dlq: str) -> set[tuple[str, int, int]]:
+        """What this stage has dead-lettered to ``dlq`` (read once, then kept up to date), so a
+        replay under a new consumer group does not dead-letter the same message again."""
+        if dlq not in self._letters:
+            try:
+                records = await read_topic(self.settings.kafka_bootstrap, dlq, timeout_s=10)
+            except LookupError:
+                records = []
+            mine = (header_map(r.headers) for r in records)
+            self._letters[dlq] = {
+                (h["dlq_original_topic"], int(h["dlq_original_partition"]), int(h["dlq_original_offset"]))
+                for h in mine
+                if h.get("dlq_consumer") == self.stage.name and h.get("dlq_original_offset", "").isdigit()
+            }
+        return self._letters[dlq]
 
 
 # A record's framing beyond its key, value and headers (batch header, varints), generously.

@@ -24,6 +24,8 @@ class Stage(ABC):
 
     name: str
     inputs: tuple[TopicSpec, ...]
+    # Whether the stage also reads its inputs' dead-letter topics (``on_dead_letter``).
+    reads_dead_letters: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -43,6 +45,9 @@ class Stage(ABC):
 
     async def on_produced(self, envelope: Envelope, outputs: list[Envelope]) -> None:
         """Called once the broker has every output of ``envelope``, before it is acknowledged."""
+
+    async def on_dead_letter(self, key: bytes | None, headers: dict[str, str], origin: Origin) -> None:
+        """A dead letter of one of the stage's inputs (only if ``reads_dead_letters``)."""
 
     @abstractmethod
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:

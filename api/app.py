@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     panel = settings.panel_dir or PANEL_DIST
     if (panel / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=panel, html=True), name="panel")
+        serve_panel(app, panel)
     else:
         log.info("no built DirectorPanel in %s (make panel); / redirects to /docs", panel)
 
@@ -63,6 +63,30 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app
+
+
+def serve_panel(app: FastAPI, panel: Path) -> None:
+    """The built DirectorPanel: ``/`` is its page, ``/assets`` its bundles, and the few other files
+    Vite puts at the top. Explicit routes rather than a catch-all mount, so the API's own 404 and
+    405 answers stay what they are."""
+    index = panel / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    if (panel / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=panel / "assets"), name="panel-assets")
+    for extra in panel.iterdir():
+        if extra.is_file() and extra.name != "index.html":
+            app.add_api_route(f"/{extra.name}", _file_route(extra), methods=["GET"], include_in_schema=False)
+
+
+def _file_route(path: Path):  # noqa: ANN202 - a route endpoint
+    async def endpoint() -> FileResponse:
+        return FileResponse(path)
+
+    return endpoint
 
 
 def serve(settings: Settings) -> None:

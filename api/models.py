@@ -141,11 +141,12 @@ class SceneSummary(BaseModel):
     style: str
     requested_at: datetime
     batch_id: str | None = None
-    status: Literal["requested", "running", "complete", "needs_review"]
+    status: Literal["requested", "running", "complete", "needs_review", "failed"]
     shot_count: int | None = None
     final_shots: int
     passed_shots: int
     mean_best_score: float | None = None
+    failures: int = Field(0, description="Events of the scene that were dead-lettered (the scene cannot finish).")
 
 
 class BatchProgress(BaseModel):
@@ -156,6 +157,7 @@ class BatchProgress(BaseModel):
     running: int
     done: int
     needs_review: int
+    failed: int
     scenes: list[SceneSummary]
 
 
@@ -240,12 +242,24 @@ class FeedbackRow(BaseModel):
     submitted_at: datetime
 
 
+class Failure(BaseModel):
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    event_id: str | None = None
+    consumer: str
+    error_class: str
+    reason: str
+    failed_at: datetime
+
+
 class SceneDetail(BaseModel):
     scene: SceneSummary
     overall_mood: str | None = None
     lighting_suggestions: str | None = None
     shots: list[Shot]
     feedback: list[FeedbackRow]
+    failures: list[Failure] = Field(description="Dead-lettered events of the scene, with the reason.")
 
 
 class PatternRow(BaseModel):

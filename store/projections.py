@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -199,3 +199,31 @@ async def record_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, s
         "INSERT INTO batches (batch_id, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         batch_id, size, created_at,
     )
+
+
+async def apply_dead_letter(conn: asyncpg.Connection, key: bytes | None, headers: dict[str, str], origin: Origin) -> bool:
+    """Record a dead letter against its scene (the message key); ``False`` if seen before."""
+    async with conn.transaction():
+        claimed = await conn.fetchval(
+            "INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+            origin.consumer, f"dlq:{origin.topic}:{origin.partition}:{origin.offset}", origin.topic,
+            origin.partition, origin.offset,
+        )
+        if not claimed:
+            return False
+        try:
+            failed_at = datetime.fromisoformat(headers["dlq_failed_at"])
+            partition, offset = int(headers["dlq_original_partition"]), int(headers["dlq_original_offset"])
+            original = headers["dlq_original_topic"]
+        except (KeyError, ValueError):
+            # Not a Tower dead letter (someone produced to the topic by hand): keep what there is.
+            failed_at, original, partition, offset = datetime.now(UTC), origin.topic, origin.partition, origin.offset
+        await conn.execute(
+            "INSERT INTO scene_failures (original_topic, original_partition, original_offset, scene_id, event_id,"
+            " consumer, error_class, reason, failed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
+            original, partition, offset, (key or b"").decode(errors="replace"), headers.get("ce_id"),
+            headers.get("dlq_consumer", "?"), headers.get("dlq_error_class", "?"),
+            headers.get("dlq_error_message", "no reason given"), failed_at,
+        )
+        return True

@@ -28,10 +28,13 @@ async def pattern_table(conn: asyncpg.Connection | asyncpg.Pool) -> PatternTable
 
 
 async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> dict[str, Any] | None:
-    """A scene's plan, attempts, scores and the pattern updates it caused; ``None`` if unknown."""
+    """A scene's plan, attempts, scores, the pattern updates it caused and its dead-lettered
+    events; ``None`` if nothing is known of it (``scene`` is ``None`` when only failures are)."""
     scene = await conn.fetchrow("SELECT * FROM scenes WHERE scene_id = $1", scene_id)
+    failures = await conn.fetch("SELECT * FROM scene_failures WHERE scene_id = $1 ORDER BY failed_at", scene_id)
     if scene is None:
-        return None
+        return {"scene": None, "shots": [], "attempts": [], "pattern_updates": [],
+                "failures": [dict(f) for f in failures]} if failures else None
     shots = await conn.fetch("SELECT * FROM shots WHERE scene_id = $1 ORDER BY shot_number", scene_id)
     attempts = await conn.fetch(
         "SELECT a.*, s.status AS score_status, s.composite, s.passed, s.final, s.metrics, s.reason"
@@ -49,6 +52,7 @@ async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         "shots": [_plain(r) for r in shots],
         "attempts": [_plain(r) for r in attempts],
         "pattern_updates": [_plain(r) for r in updates],
+        "failures": [dict(f) for f in failures],
     }
 
 
@@ -73,12 +77,15 @@ async def decide_once(conn: asyncpg.Connection | asyncpg.Pool, planned_event_id:
 
 
 # A scene's state, from its projections (see scene_state).
-SCENE_STATES = ("requested", "running", "complete", "needs_review")
+SCENE_STATES = ("requested", "running", "complete", "needs_review", "failed")
 
 
-def scene_state(shot_count: int | None, final_shots: int, passed_shots: int) -> str:
-    """``requested`` (not planned yet), ``running``, ``complete`` (every shot accepted above its
-    threshold) or ``needs_review`` (every shot final, some only because its budget ran out)."""
+def scene_state(shot_count: int | None, final_shots: int, passed_shots: int, failures: int = 0) -> str:
+    """``failed`` (an event of the scene was dead-lettered: it cannot finish), ``requested`` (not
+    planned yet), ``running``, ``complete`` (every shot accepted above its threshold) or
+    ``needs_review`` (every shot final, some only because its budget ran out)."""
+    if failures:
+        return "failed"
     if not shot_count:
         return "requested"
     if final_shots < shot_count:
@@ -92,14 +99,15 @@ _SCENE_SUMMARY = """
            (SELECT count(DISTINCT shot_number) FROM scores s WHERE s.scene_id = sc.scene_id AND s.final) AS final_shots,
            (SELECT count(DISTINCT shot_number) FROM scores s WHERE s.scene_id = sc.scene_id AND s.passed) AS passed_shots,
            (SELECT avg(best) FROM (SELECT max(composite) AS best FROM scores s
-                WHERE s.scene_id = sc.scene_id AND s.status = 'ok' GROUP BY shot_number) b) AS mean_best_score
+                WHERE s.scene_id = sc.scene_id AND s.status = 'ok' GROUP BY shot_number) b) AS mean_best_score,
+           (SELECT count(*) FROM scene_failures f WHERE f.scene_id = sc.scene_id) AS failures
     FROM scenes sc
 """
 
 
 def _summary(row: asyncpg.Record) -> dict[str, Any]:
     summary = _plain(row)
-    summary["status"] = scene_state(row["shot_count"], row["final_shots"], row["passed_shots"])
+    summary["status"] = scene_state(row["shot_count"], row["final_shots"], row["passed_shots"], row["failures"])
     return summary
 
 
@@ -137,8 +145,9 @@ async def batch_progress(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str)
         **dict(batch),
         "queued": max(0, batch["size"] - len(scenes)) + counts["requested"],
         "running": counts["running"],
-        "done": counts["complete"] + counts["needs_review"],
+        "done": counts["complete"] + counts["needs_review"] + counts["failed"],
         "needs_review": counts["needs_review"],
+        "failed": counts["failed"],
         "scenes": scenes,
     }
 
@@ -173,6 +182,10 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         " FROM feedback WHERE scene_id = $1 ORDER BY submitted_at, event_id",
         scene_id,
     )
+    failures = await conn.fetch(
+        "SELECT original_topic, original_partition, original_offset, event_id, consumer, error_class, reason, failed_at"
+        " FROM scene_failures WHERE scene_id = $1 ORDER BY failed_at", scene_id,
+    )
     frames_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for f in frames:
         frames_of.setdefault((f["shot_number"], f["attempt"]), []).append(dict(f))
@@ -197,7 +210,8 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         best = max(scored, key=lambda a: (a["composite"], -a["attempt"])) if scored and finished else None
         shot["accepted_attempt"] = best["attempt"] if best else None
         plan.append(shot)
-    return {"scene": scene, "shots": plan, "feedback": [_plain(f) for f in feedback]}
+    return {"scene": scene, "shots": plan, "feedback": [_plain(f) for f in feedback],
+            "failures": [dict(f) for f in failures]}
 
 
 def _retry_reason(previous: dict[str, Any] | None, threshold: float | None) -> str:

@@ -208,6 +208,12 @@ async def connect(settings: Settings):  # noqa: ANN201 - asyncpg.Connection, imp
 
 def print_report(report: dict[str, Any]) -> None:
     scene, shots = report["scene"], report["shots"]
+    for failure in report.get("failures", []):
+        print(f"FAILED: a {failure['original_topic']} event (partition {failure['original_partition']}, offset "
+              f"{failure['original_offset']}) was dead-lettered by {failure['consumer']}: {failure['error_class']}: "
+              f"{failure['reason']} (see `tower dlq`)")
+    if scene is None:
+        return
     print()
     print(f"Scene {scene['scene_id']}: {scene['description']!r}  (session {scene['session_id']})")
     if shots:
@@ -258,7 +264,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, default=str, indent=2))
     else:
         print_report(report)
-    return 0
+    return 1 if report["failures"] else 0
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -69,6 +69,7 @@ async def scene(scene_id: Id, request: Request) -> dict[str, Any]:
         "lighting_suggestions": shots[0]["lighting_suggestions"] if shots else None,
         "shots": shots,
         "feedback": detail["feedback"],
+        "failures": detail["failures"],
     }
 
 

@@ -174,3 +174,44 @@ async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blo
                                              timeout_s=60))
     assert {r.key for r in planned} == {b"scene-after-poison"} and len(planned) == 4
     workers.assert_alive()
+
+
+async def test_a_scene_with_a_dead_lettered_event_is_marked_failed_and_not_dead_lettered_twice(settings, workers, tower_env):
+    """The learner reads the dead-letter topics: the scene is failed, with the reason, in the
+    projections and `tower status`; a replay under a new group dead-letters nothing again."""
+    workers.start("planner", "learner")
+    good = kai_request("scene-doomed")
+    envelope = scene_envelope(good)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:  # a scene.requested of scene-doomed whose headers lie about its type
+        bad_headers = [(k, b"tower.something.else.v1" if k == "ce_type" else v) for k, v in envelope.headers()]
+        await producer.send_and_wait(settings.topic("scene.requested"), envelope.encode_value(), key=b"scene-doomed",
+                                     headers=bad_headers)
+    finally:
+        await producer.stop()
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-doomed"], env=workers.env,
+                                capture_output=True, text=True, timeout=60)
+        if "FAILED" in status.stdout or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert status.returncode == 1, (status.stdout, status.stderr)
+    assert "FAILED: a" in status.stdout and "scene.requested event" in status.stdout and "EnvelopeError" in status.stdout
+    letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic("scene.requested")), expect=2)
+    assert sorted(header_map(r.headers)["dlq_consumer"] for r in letters) == ["learner", "planner"]
+
+    # Replay under new groups: the same messages are recognised as dead-lettered already.
+    workers.stop_all()
+    workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay",
+                   "TOWER_LEARNER_EMITS_RETRIES": "false"}
+    workers.start("planner", "learner")
+    from tests.integration.harness import wait_for_group
+
+    topic = settings.topic("scene.requested")
+    for stage in ("planner", "learner"):
+        await workers.watch(wait_for_group(settings.kafka_bootstrap, f"{workers.env['TOWER_GROUP_PREFIX']}-{stage}",
+                                           [topic], timeout_s=60))
+    assert len(await read_topic(settings.kafka_bootstrap, dead_letter_topic(topic))) == 2

@@ -189,6 +189,7 @@ def refusing_runner(topic: RefusingTopic) -> StageRunner:
     stage.settings = Settings(handler_backoff_s=0.0, handler_retries=2)
     runner = StageRunner(stage, stage.settings, faust.App("test-dlq", web_enabled=False))
     runner._topic = lambda name: topic  # noqa: SLF001 - the broker is the part under test
+    runner._letters = {"t.dlq": set()}  # noqa: SLF001 - nothing dead-lettered before
     return runner
 
 
@@ -210,3 +211,13 @@ async def test_a_dead_letter_refused_for_another_reason_still_leaves_within_its_
     await refusing_runner(topic).dead_letter(Message(b"{}", []), Origin("p", "t", 0, 1), "ValueError", "bad")
     (key, value, headers), = topic.sent
     assert value == b"" and dict(headers)["dlq_value_dropped"].startswith(b"RuntimeError: policy says no")
+
+
+async def test_a_message_dead_lettered_before_is_not_dead_lettered_again():
+    topic = RefusingTopic(RuntimeError("unused"), refusals=0)
+    runner = refusing_runner(topic)
+    runner._letters = {"t.dlq": {("t", 0, 1)}}  # noqa: SLF001 - as read from the dead-letter topic
+    await runner.dead_letter(Message(b"{}", []), Origin("p", "t", 0, 1), "ValueError", "bad")
+    assert topic.sent == []
+    await runner.dead_letter(Message(b"{}", []), Origin("p", "t", 0, 2), "ValueError", "bad")
+    assert len(topic.sent) == 1 and ("t", 0, 2) in runner._letters["t.dlq"]  # noqa: SLF001

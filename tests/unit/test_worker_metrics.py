@@ -85,7 +85,9 @@ class Scoring(Stage):
 def runner_for(stage: Stage) -> tuple[StageRunner, FakeApp]:
     stage.name = f"{stage.name}-{uuid.uuid4().hex[:6]}"  # a fresh label set per test: the registry is global
     app = FakeApp()
-    return StageRunner(stage, stage.settings, app), app  # type: ignore[arg-type]
+    runner = StageRunner(stage, stage.settings, app)  # type: ignore[arg-type]
+    runner._letters = {f"{TOPIC}.dlq": set()}  # noqa: SLF001 - nothing dead-lettered before; no broker here
+    return runner, app
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -163,7 +165,7 @@ async def test_malformed_messages_are_counted_as_dead_letters(kai_request):
     runner, _ = runner_for(stage)
     malformed = decode_value(SceneRequested, b"[1, 2]")
     await runner.process(SCENE_REQUESTED, malformed, Message(b"[1, 2]", []))
-    await runner.process(SCENE_REQUESTED, kai_request, Message(b"{}", [("ce_id", b"x")]))
+    await runner.process(SCENE_REQUESTED, kai_request, Message(b"{}", [("ce_id", b"x")], offset=43))
     labels = {"stage": stage.name, "topic": TOPIC}
     assert sample("tower_events_dead_lettered_total", **labels, error_class="ValidationError") == 1
     assert sample("tower_events_dead_lettered_total", **labels, error_class="EnvelopeError") == 1
