@@ -31,7 +31,9 @@ async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
     """A scene's plan, attempts, scores, the pattern updates it caused and its dead-lettered
     events; ``None`` if nothing is known of it (``scene`` is ``None`` when only failures are)."""
     scene = await conn.fetchrow("SELECT * FROM scenes WHERE scene_id = $1", scene_id)
-    failures = await conn.fetch("SELECT * FROM scene_failures WHERE scene_id = $1 ORDER BY failed_at", scene_id)
+    failures = await conn.fetch(
+        "SELECT * FROM scene_failures WHERE scene_id = $1 AND redriven_at IS NULL ORDER BY failed_at", scene_id
+    )
     if scene is None:
         return {"scene": None, "shots": [], "attempts": [], "pattern_updates": [],
                 "failures": [dict(f) for f in failures]} if failures else None
@@ -100,7 +102,7 @@ _SCENE_SUMMARY = """
            (SELECT count(DISTINCT shot_number) FROM scores s WHERE s.scene_id = sc.scene_id AND s.passed) AS passed_shots,
            (SELECT avg(best) FROM (SELECT max(composite) AS best FROM scores s
                 WHERE s.scene_id = sc.scene_id AND s.status = 'ok' GROUP BY shot_number) b) AS mean_best_score,
-           (SELECT count(*) FROM scene_failures f WHERE f.scene_id = sc.scene_id) AS failures
+           (SELECT count(*) FROM scene_failures f WHERE f.scene_id = sc.scene_id AND f.redriven_at IS NULL) AS failures
     FROM scenes sc
 """
 
@@ -184,7 +186,7 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
     )
     failures = await conn.fetch(
         "SELECT original_topic, original_partition, original_offset, event_id, consumer, error_class, reason, failed_at"
-        " FROM scene_failures WHERE scene_id = $1 ORDER BY failed_at", scene_id,
+        " FROM scene_failures WHERE scene_id = $1 AND redriven_at IS NULL ORDER BY failed_at", scene_id,
     )
     frames_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for f in frames:

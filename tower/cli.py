@@ -65,9 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="PostgreSQL")
     db.add_argument("action", choices=("migrate",))
 
-    dlq = sub.add_parser("dlq", help="show dead letters: what failed, where it came from, and why")
-    dlq.add_argument("topic", nargs="?", help="a pipeline topic, e.g. shot.planned (default: all five)")
+    dlq = sub.add_parser(
+        "dlq", help="show dead letters (what failed, where it came from, why), or redrive them",
+        description="`tower dlq [TOPIC]` lists dead letters (exit 1 if there are any); `tower dlq redrive "
+        "[TOPIC] [--id CE_ID ...] [--offset N ...]` re-publishes them to their original topic once their "
+        "cause is fixed (all of the topic's when no --id or --offset is given).",
+    )
+    dlq.add_argument("words", nargs="*", metavar="[redrive] [TOPIC]",
+                     help="a pipeline topic, e.g. shot.planned (default: all); `redrive` first to re-publish")
     dlq.add_argument("--limit", type=int, default=20, help="newest N per topic (default 20)")
+    dlq.add_argument("--id", action="append", default=[], help="redrive the letter of this event id (ce_id)")
+    dlq.add_argument("--offset", type=int, action="append", default=[],
+                     help="redrive the letter at this offset of the dead-letter topic")
 
     sub.add_parser("patterns", help="the learned pattern table (posterior mean, lower bound, count)")
     sub.add_parser("settings", help="print the settings in force")
@@ -319,30 +328,44 @@ def query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from events.envelope import header_map
-    from events.topics import BY_NAME, TOPICS, dead_letter_topic
-    from tower.kafka import read_topic
+    from events.topics import BY_NAME, TOPICS
+    from tower.dlq import read_letters, redrive, select
 
-    if args.topic and args.topic not in BY_NAME:
-        print(f"tower: no topic {args.topic!r}; topics: {', '.join(t.name for t in TOPICS)}", file=sys.stderr)
+    words = list(args.words)
+    redriving = bool(words) and words[0] == "redrive"
+    if redriving:
+        words.pop(0)
+    if len(words) > 1 or (words and words[0] not in BY_NAME):
+        print(f"tower: no topic {' '.join(words)!r}; topics: {', '.join(t.name for t in TOPICS)}", file=sys.stderr)
         return 2
-    names = [args.topic] if args.topic else [t.name for t in TOPICS]
+    names = words or [t.name for t in TOPICS]
 
-    async def run() -> int:
+    async def show() -> int:
         total = 0
         for name in names:
-            letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic(name)), timeout_s=5)
+            letters = await read_letters(settings, name)
             total += len(letters)
-            print(f"{dead_letter_topic(settings.topic(name))}: {len(letters)} dead letter(s)")
-            for record in letters[-args.limit:]:
-                h = header_map(record.headers)
+            print(f"{settings.topic(name)}.dlq: {len(letters)} dead letter(s)")
+            for letter in letters[-args.limit:]:
+                h, record = letter.headers, letter.record
                 key = record.key.decode(errors="replace") if record.key else "-"
-                print(f"  {h.get('dlq_failed_at', '?')}  key={key}  from {h.get('dlq_original_topic')}"
+                print(f"  @{record.offset} {h.get('dlq_failed_at', '?')}  key={key}  from {h.get('dlq_original_topic')}"
                       f"[{h.get('dlq_original_partition')}]@{h.get('dlq_original_offset')} by {h.get('dlq_consumer')}")
                 print(f"    {h.get('dlq_error_class')}: {h.get('dlq_error_message')}")
         return 1 if total else 0
 
-    return asyncio.run(run())
+    async def redrive_letters() -> int:
+        ids, offsets = set(args.id), set(args.offset)
+        outcomes = []
+        for name in names:
+            outcomes += await redrive(settings, select(await read_letters(settings, name), ids=ids, offsets=offsets))
+        for letter, outcome in outcomes:
+            print(f"{letter.record.topic}@{letter.record.offset} ({letter.headers.get('ce_id', 'no id')}): {outcome}")
+        if not outcomes:
+            print("nothing to redrive")
+        return 1 if any(outcome.startswith("skipped") for _, outcome in outcomes) else 0
+
+    return asyncio.run(redrive_letters() if redriving else show())
 
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:

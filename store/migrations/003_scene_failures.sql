@@ -11,6 +11,9 @@ CREATE TABLE scene_failures (
     error_class        text        NOT NULL,
     reason             text        NOT NULL,
     failed_at          timestamptz NOT NULL,
+    -- Set by `tower dlq redrive` when the message is re-published: the scene may finish after all
+    -- (if it fails again, its new dead letter is a new row).
+    redriven_at        timestamptz,
     PRIMARY KEY (original_topic, original_partition, original_offset)
 );
 CREATE INDEX scene_failures_scene ON scene_failures (scene_id);

@@ -16,7 +16,7 @@ from events.envelope import header_map
 from events.topics import TOPICS, dead_letter_topic
 from store.queries import pattern_table
 from tests.integration.test_pipeline import kai_request
-from tower.follow import SceneFailed, SceneProgress, follow_scene, produce, scene_envelope
+from tower.follow import SceneFailed, SceneProgress, end_offsets, follow_scene, produce, scene_envelope
 from tower.kafka import read_topic
 
 # The stage whose input each topic is (the learner also projects every topic).
@@ -215,3 +215,37 @@ async def test_a_scene_with_a_dead_lettered_event_is_marked_failed_and_not_dead_
         await workers.watch(wait_for_group(settings.kafka_bootstrap, f"{workers.env['TOWER_GROUP_PREFIX']}-{stage}",
                                            [topic], timeout_s=60))
     assert len(await read_topic(settings.kafka_bootstrap, dead_letter_topic(topic))) == 2
+
+
+async def test_dead_letters_are_redriven_once_their_cause_is_fixed(settings, workers, tower_env):
+    """The refiner's table is missing (a broken deployment: not an outage, so its shots are
+    dead-lettered and the scene is failed); once it is back, `tower dlq redrive` re-publishes
+    them and the scene completes."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        from store.migrate import migrate
+
+        await migrate(conn)
+        await conn.execute("ALTER TABLE refinements RENAME TO refinements_away")
+        workers.env = {**tower_env, "TOWER_HANDLER_RETRIES": "1", "TOWER_HANDLER_BACKOFF_S": "0.05"}
+        workers.start(*STAGE_NAMES)
+        await produce(settings, [scene_envelope(kai_request("scene-redrive", max_attempts=1))])
+        with pytest.raises(SceneFailed, match="UndefinedTableError"):
+            await workers.watch(follow_scene(settings, "scene-redrive", timeout_s=120))
+        letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic("shot.planned")),
+                                   expect=4, timeout_s=60)
+        assert len(letters) == 4, [header_map(r.headers) for r in letters]
+
+        await conn.execute("ALTER TABLE refinements_away RENAME TO refinements")  # the fix
+        offsets = await end_offsets(settings)  # follow what comes after the dead letters
+        redriven = subprocess.run([sys.executable, "-m", "tower", "dlq", "redrive", "shot.planned"], env=workers.env,
+                                  capture_output=True, text=True, timeout=60)
+        assert redriven.returncode == 0, redriven.stdout + redriven.stderr
+        assert redriven.stdout.count("redriven to") == 4, redriven.stdout
+        progress = await workers.watch(follow_scene(settings, "scene-redrive", timeout_s=180, start_offsets=offsets))
+    finally:
+        await conn.close()
+    assert len(progress.finals) == progress.shot_count == 4
+    status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-redrive"], env=workers.env,
+                            capture_output=True, text=True, timeout=60)
+    assert "FAILED" not in status.stdout, status.stdout  # the redriven failures no longer count
