@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-scoring bench-scoring-gpu bench-comfy schemas clean
+.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ stop:  ## stop Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-test: venv services  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
+test: venv services panel  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv  ## the pure-logic tests only (no services)
@@ -70,8 +70,43 @@ comfyui-stop:  ## stop the local ComfyUI
 demo: venv  ## start everything, run "Kai fights the dragon" end to end, stop what it started
 	PY=$(PY) scripts/demo.sh
 
+# DirectorPanel (panel/): a Vue 3 + Vite app built into panel/dist, which `tower api` serves at /.
+# npm ci runs when node_modules is missing or older than the lockfile; the build when a source is
+# newer than panel/dist/index.html. Debian's chromium (for tests/browser) is installed as root.
+PANEL_SOURCES := $(shell find panel/src -type f 2>/dev/null) panel/index.html panel/vite.config.js panel/package.json
+CHROMIUM ?= /usr/bin/chromium
+
+panel: panel/dist/index.html  ## build the DirectorPanel into panel/dist (npm ci + vite), served at / by `tower api`
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	  echo "tower: $(CHROMIUM) not found and not root: the browser tests will skip (apt-get install chromium)" >&2
+
+panel/node_modules/.package-lock.json: panel/package-lock.json panel/package.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { echo "tower: node and npm are needed to build the DirectorPanel (Node 20+; Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd panel && npm ci --no-audit --no-fund
+	@touch $@
+
+panel/dist/index.html: panel/node_modules/.package-lock.json $(PANEL_SOURCES)
+	cd panel && npm run build
+	@touch $@
+
+up: venv services panel  ## start the workers and the API in the background; prints the DirectorPanel's URL
+	PY=$(PY) scripts/up.sh
+
+down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
+	-PY=$(PY) scripts/up.sh stop
+	-@$(KAFKACTL) stop
+	-@$(PGCTL) stop
+
 bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
+
+bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce -> docs/BENCHMARKS.md
+	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }; }; } || \
+	  { echo "tower: wrk not found; install it (apt-get install wrk) or run make as root" >&2; exit 1; }
+	$(PY) -m bench.api
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring
