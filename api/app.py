@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from api.backends import Backends
 from api.middleware import BodyLimit, RequestMetrics
-from api.problems import install_problem_handlers
+from api.problems import install_problem_handlers, install_problem_openapi
 from api.routes import director, live, media, ops, reads
 from tower.settings import Settings
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.backends = backends
     app.state.registry = CollectorRegistry()
     install_problem_handlers(app)
+    install_problem_openapi(app)
     for module in (director, reads, live, media, ops):
         app.include_router(module.router)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from events.models import ExternalScores, Probability, PromptSpec, SceneId, ShotSpec
 
@@ -21,6 +21,15 @@ Style = Annotated[str, Field(min_length=1, max_length=64, description="Visual st
 class _Body(BaseModel):
     # Stripped, so a whitespace-only description fails its min_length like an empty one.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refused here rather than accepted and dead-lettered later.
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class PlanRequest(_Body):

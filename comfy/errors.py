@@ -11,6 +11,10 @@ backend turns the final ones into :class:`render.backends.RenderError`:
 ``RETRY``                 transport trouble, 5xx, a stalled or lost job: retry with backoff, on
                           this server or another.
 ========================  =====================================================================
+
+Errors that mean "the render service is unavailable", not "this workflow is bad", also derive
+from :class:`ConnectionError` (:class:`ServerBusy`, :class:`ServersUnavailable`): callers that
+wait out outages (the agents' runtime) recognise them without knowing this module.
 """
 
 from __future__ import annotations
@@ -70,10 +74,15 @@ class AmbiguousSubmit(TransportError):
         self.prompt_id = prompt_id
 
 
-class ServerBusy(TransportError):
-    """No server had room before the deadline, or none is healthy."""
+class ServerBusy(TransportError, ConnectionError):
+    """No server had room before the deadline: an outage of the render service, not a bad job."""
 
     server_fault = False
+
+
+class ServersUnavailable(ServerBusy):
+    """No server has answered its health check for a while (``PoolConfig.unavailable_after``):
+    raised in seconds rather than at the job's deadline, so the caller can wait the outage out."""
 
 
 class JobLost(TransportError):
@@ -83,7 +92,11 @@ class JobLost(TransportError):
 
 
 class JobTimeout(TransportError):
-    """The job did not finish before its deadline; it was interrupted and removed from the queue."""
+    """The job did not finish before its deadline; it was interrupted and removed from the queue.
+
+    The server answered all along (a down server fails fast as :class:`ServersUnavailable`), so
+    the job itself is too slow for ``TOWER_COMFY_TIMEOUT_S``: the render backend makes it a failed
+    render of this attempt rather than something to retry for another deadline."""
 
     server_fault = False
 
@@ -128,6 +141,13 @@ class ModelMissing(ValidationFailed):
     """Validation failed only because a loader node names a model this server does not have."""
 
     disposition = Disposition.OTHER_SERVER
+
+
+class ModelMissingEverywhere(ModelMissing):
+    """No server of the pool has the model: final (still a :class:`ModelMissing`, so callers can
+    tell a missing model from a broken graph)."""
+
+    disposition = Disposition.FINAL
 
 
 class ExecutionFailed(ComfyError):

@@ -37,7 +37,10 @@ from comfy.errors import (
     Disposition,
     ExecutionFailed,
     JobTimeout,
+    ModelMissing,
+    ModelMissingEverywhere,
     ServerBusy,
+    ServersUnavailable,
     ValidationFailed,
 )
 from comfy.jobs import JobConfig, JobResult, cancel_on_server, run_job
@@ -59,10 +62,14 @@ class PoolConfig:
     """Transient failures tolerated per ``run`` before the last one is raised."""
     backoff: float = 0.2
     """First wait before retrying a job-level transient failure; doubles, capped at 2 s."""
-    down_for: float = 2.0
+    down_for: float = 1.0
     """How long a failed server rests before its next probe; doubles per failure."""
-    max_down: float = 30.0
+    max_down: float = 4.0
+    """Longest rest between probes of a down server: how soon a server that is back is noticed."""
     probe_timeout: float = 2.0
+    unavailable_after: float = 5.0
+    """With every server down this long, ``run`` raises :class:`ServersUnavailable` (an outage the
+    caller waits out) instead of waiting for the job's deadline."""
 
 
 @dataclass
@@ -179,6 +186,9 @@ class ComfyPool:
                 if exc.disposition is Disposition.OTHER_SERVER:
                     excluded.add(server.url)
                     if not self._others(excluded):
+                        if isinstance(exc, ModelMissing):
+                            raise ModelMissingEverywhere(f"no ComfyUI server can run it: {exc}", error=exc.error,
+                                                         node_errors=exc.node_errors, server=server.url) from exc
                         raise ValidationFailed(f"no ComfyUI server can run it: {exc}", server=server.url) from exc
                     log.warning("comfy: %s on %s; trying another server", exc, server.url)
                     continue
@@ -213,6 +223,7 @@ class ComfyPool:
         return any(s.url not in excluded for s in self.servers)
 
     async def _acquire(self, excluded: set[str], deadline: float, last: ComfyError | None) -> Server:
+        all_down_since: float | None = None
         while True:
             now = time.monotonic()
             candidates = [s for s in self.servers if s.url not in excluded]
@@ -227,14 +238,20 @@ class ComfyPool:
                 chosen = ready[0]
                 chosen.in_flight += 1
                 return chosen
+            states = ", ".join(f"{s.url} {'full' if s.healthy else 'down: ' + str(s.last_error)}" for s in candidates)
+            if any(s.healthy for s in candidates):
+                all_down_since = None
+            else:
+                all_down_since = now if all_down_since is None else all_down_since
+                if now - all_down_since >= self.config.unavailable_after:
+                    raise ServersUnavailable(f"no ComfyUI server answers ({states})")
             if now >= deadline:
                 why = f"; last error: {last}" if last else ""
-                states = ", ".join(
-                    f"{s.url} {'full' if s.healthy else 'down: ' + str(s.last_error)}" for s in candidates
-                )
                 raise ServerBusy(f"no ComfyUI server available before the deadline ({states}){why}")
             # Sleep until a slot frees (notified) or the next down server is due, or the deadline.
             wake = min([s.down_until for s in candidates if not s.healthy] + [deadline])
+            if all_down_since is not None:
+                wake = min(wake, all_down_since + self.config.unavailable_after)
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, wake - now))

@@ -12,8 +12,9 @@
   animated images and videos are kept as ``clip_KK.<ext>`` and every frame they hold is
   extracted to ``frame_NNNN.png``. Frames are numbered across outputs in output-node order;
 * failures that no retry can fix (validation, a node that raises, a model no server has, out of
-  memory twice, a template we cannot use) become :class:`RenderError`; everything else
-  (servers down, deadline, lost jobs) is raised as is, for the agent to retry.
+  memory twice, a template we cannot use, a job slower than its deadline) become
+  :class:`RenderError`; everything else (servers down or full, lost jobs) is raised as is, for
+  the agent to retry (servers down or full are outages, waited out without limit).
 
 ``workflow`` is ``comfyui-<template name>-<sha256 prefix of the template file>``, so editing a
 template changes the learning context, and it can be computed without a server.
@@ -34,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from comfy.client import ComfyClient
-from comfy.errors import ComfyError, WorkflowError
+from comfy.errors import ComfyError, JobTimeout, WorkflowError
 from comfy.jobs import JobResult
 from comfy.media import animated_frames, encode_png, png_size, sniff, still_frame, video_frames
 from comfy.outputs import fetch, output_files
@@ -171,7 +172,7 @@ class ComfyBackend:
                 on_progress=self._progress_for(event),
             )
         except ComfyError as exc:
-            if exc.final:
+            if exc.final or isinstance(exc, JobTimeout):
                 raise RenderError(f"comfyui: {exc}") from exc
             raise
 

@@ -235,7 +235,7 @@ async def _read_batch(request: Request) -> BatchRequest:
             return BatchRequest(scenes=scenes)
         if content_type == "application/json":
             return BatchRequest.model_validate_json(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise Problem(422, f"the batch is not valid {content_type}: {exc}", title="Invalid request") from exc
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]

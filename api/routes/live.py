@@ -75,7 +75,7 @@ def describe_record(record: SceneRecord) -> dict:
 )
 async def scene_events(
     request: Request,
-    scene_id: Annotated[str, Path(min_length=1, max_length=128)],
+    scene_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=8192)] = None,
 ) -> StreamingResponse:
     settings, backends = settings_of(request), backends_of(request)

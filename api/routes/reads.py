@@ -24,7 +24,8 @@ from director.modifiers import MODIFIERS
 from store import queries
 
 router = APIRouter(prefix="/api/director", tags=["reads"], dependencies=[Depends(require_read)])
-Id = Annotated[str, Path(min_length=1, max_length=128)]
+# No NUL: PostgreSQL text cannot hold one, and no id contains one.
+Id = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
 NOT_FOUND = {404: {"description": "Unknown id"}}
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from comfy.errors import ExecutionFailed, ServerBusy, ValidationFailed
+from comfy.errors import ExecutionFailed, ModelMissing, ServerBusy, ServersUnavailable, ValidationFailed
 from comfy.pool import ComfyPool, PoolConfig
 from tests.unit.comfy.conftest import FAST_CLIENT, FAST_JOB, save_graph
 from tests.unit.comfy.fake_server import FakeComfy
@@ -97,7 +97,24 @@ async def test_missing_model_tries_another_server_then_is_final(fakes):
     fakes[1].models.clear()
     with pytest.raises(ValidationFailed, match="no ComfyUI server can run it") as caught:
         await pool.run(graph, finish=server_of, deadline_s=5)
-    assert caught.value.final
+    assert caught.value.final and isinstance(caught.value, ModelMissing)  # still told apart from a broken graph
+    await pool.aclose()
+
+
+async def test_every_server_down_is_an_outage_in_seconds_not_at_the_deadline():
+    from agents.runtime import is_outage
+
+    dead = FakeComfy()
+    await dead.start()
+    url = dead.url
+    await dead.stop()
+    pool = make_pool([url], unavailable_after=0.5, max_down=0.2)
+    await pool.start()
+    started = time.monotonic()
+    with pytest.raises(ServersUnavailable, match="no ComfyUI server answers") as caught:
+        await pool.run(save_graph(), finish=server_of, deadline_s=600)
+    assert time.monotonic() - started < 3
+    assert is_outage(caught.value)  # the agent waits it out instead of dead-lettering the shot
     await pool.aclose()
 
 
