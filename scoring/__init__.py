@@ -8,12 +8,13 @@ from scoring.composite import CompositeWeights, SubscoreScales
 from scoring.config import SCORER_VERSION, ScorerConfig
 from scoring.consistency import EmbeddingBackend, WeightFreeEmbedding
 from scoring.models import ShotInput, ShotScore
-from scoring.scorer import Scorer
+from scoring.scorer import DeviceBusy, Scorer
 from scoring.ssim import ssim_between, ssim_pairs
 
 __all__ = [
     "SCORER_VERSION",
     "CompositeWeights",
+    "DeviceBusy",
     "EmbeddingBackend",
     "Scorer",
     "ScorerConfig",

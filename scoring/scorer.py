@@ -46,6 +46,18 @@ from scoring.ssim import frames_per_chunk, ssim_between, ssim_pairs
 
 T = TypeVar("T")
 
+
+class DeviceBusy(ConnectionError):
+    """The scoring device failed for a reason of its own (CUDA out of memory): not the frames'
+    fault, so not a failed score. A :class:`ConnectionError`, so the agent waits it out."""
+
+
+def is_transient_device_error(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text and ("cuda" in text or "hip" in text))
+
 #: Bytes held per pair of a motion chunk, in float32 maps of 3 x H x W at flow
 #: resolution: the two float frames uploaded for motion-compensated SSIM, the
 #: warped uint8 frame, mask and flows while the chunk is alive. ssim_between
@@ -101,18 +113,29 @@ class Scorer:
     # ------------------------------------------------------------------ API
 
     def score_shots(self, shots: Sequence[ShotInput]) -> list[ShotScore]:
-        """Score each shot; never raises (see module docstring for the contract)."""
+        """Score each shot; raises only :class:`DeviceBusy` (a transient device error such as CUDA
+        out of memory, which says nothing about the frames: try again later), otherwise never
+        (see module docstring for the contract)."""
         try:
             items = list(shots)
         except Exception:  # not iterable: there is no shot to attach a result to
             return []
         try:
             return self._score(items)
+        except DeviceBusy:
+            raise
         except Exception as exc:  # last resort: a bug or a device failure
+            if is_transient_device_error(exc):
+                raise self._busy(exc) from exc
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return [self._failed(getattr(s, "shot_id", None), reason) for s in items]
 
     # ------------------------------------------------------------- helpers
+
+    def _busy(self, exc: BaseException) -> DeviceBusy:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # what the failed batch held goes back before the retry
+        return DeviceBusy(f"scoring device {self.device} is busy: {type(exc).__name__}: {exc}")
 
     def _failed(self, shot_id: Any, reason: str) -> ShotScore:
         return ShotScore(
@@ -131,6 +154,8 @@ class Scorer:
         try:
             return fn(*args)
         except Exception as exc:
+            if is_transient_device_error(exc):
+                raise self._busy(exc) from exc
             for s in shots:
                 if s.error is None:
                     s.error = f"{stage} failed: {type(exc).__name__}: {exc}"

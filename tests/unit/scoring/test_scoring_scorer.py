@@ -251,3 +251,33 @@ def test_inputs_that_break_the_decoder_fail_only_their_own_shot(tmp_path):
     assert good.status == "ok"
     assert empty.status == "failed" and "empty" in empty.reason
     assert bomb.status == "failed" and "undecodable image" in bomb.reason
+
+
+def test_a_transient_device_error_is_raised_as_busy_not_a_failed_score(
+    cpu_scorer: Scorer, shot_factory: Callable[..., torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA out of memory says nothing about the frames: the agent must retry, not burn an attempt."""
+    from agents.runtime import is_outage
+    from scoring import DeviceBusy
+
+    def out_of_memory(*args: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cpu_scorer, "_temporal_ssim", out_of_memory)
+    with pytest.raises(DeviceBusy, match="out of memory") as caught:
+        cpu_scorer.score_shots([ShotInput(frames=shot_factory(6, speed=(1.0, 0.0)), expected_motion=0.5)])
+    assert is_outage(caught.value)
+    monkeypatch.undo()
+    [score] = cpu_scorer.score_shots([ShotInput(frames=shot_factory(6, speed=(1.0, 0.0)), expected_motion=0.5)])
+    assert score.status == "ok"  # the same shot scores once the device is free
+
+
+def test_other_errors_still_fail_only_their_shot(
+    cpu_scorer: Scorer, shot_factory: Callable[..., torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cpu_scorer, "_temporal_ssim", broken)
+    [score] = cpu_scorer.score_shots([ShotInput(frames=shot_factory(6, speed=(1.0, 0.0)), expected_motion=0.5)])
+    assert score.status == "failed" and "a bug" in (score.reason or "")
