@@ -81,6 +81,9 @@ def build_app(stage: Stage, settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
+        # A revoke or a stop does not wait for the event in flight (it may be waiting out an
+        # outage): it is abandoned, its offset stays uncommitted, and it is redelivered.
+        stream_wait_empty=False,
         producer_max_request_size=settings.max_message_bytes,
         autodiscover=False,
         datadir=str(settings.state_dir / app_id),

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected."
     )
 
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0,
+        description="How long a worker may take to stop after SIGTERM/SIGINT; then it exits anyway "
+        "(in-flight events are redelivered: handlers are idempotent).",
+    )
+
     log_level: str = Field("INFO", description="Log level of workers and CLI.")
     log_format: Literal["json", "console"] = Field("console", description="`json` for log shippers.")
 

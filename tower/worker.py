@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
@@ -34,9 +36,40 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
     wait_for_kafka(settings)
     apps = [build_app(stage_class(name)(settings), settings) for name in names]
     start_metrics_server(settings)
-    worker = faust.Worker(*apps, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker = BoundedWorker(*apps, loglevel=settings.log_level, quiet=True, override_logging=False,
+                           shutdown_timeout_s=settings.shutdown_timeout_s)
     worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()
+
+
+class BoundedWorker(faust.Worker):
+    """A Faust worker whose stop, once signalled, ends within ``shutdown_timeout_s`` in every
+    state: if the orderly stop (close the stages, leave the group) takes longer, the process exits
+    anyway. Nothing is lost: offsets are committed only past handled events."""
+
+    def __init__(self, *apps: faust.App, shutdown_timeout_s: float, **kwargs: object) -> None:
+        super().__init__(*apps, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+    _watchdog: threading.Timer | None = None
+
+    async def stop(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.shutdown_timeout_s, self._exit_now)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        await super().stop()
+
+    def _exit_now(self) -> None:
+        log.error("still stopping %.0fs after the stop began (TOWER_SHUTDOWN_TIMEOUT_S); exiting now, "
+                  "in-flight events will be redelivered", self.shutdown_timeout_s)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+# The exit status of a worker that had to be stopped by its shutdown timeout (EX_SOFTWARE).
+EXIT_SHUTDOWN_TIMEOUT = 70
 
 
 def wait_for_kafka(settings: Settings, *, max_delay_s: float = 5.0) -> None:

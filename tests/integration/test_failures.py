@@ -249,3 +249,30 @@ async def test_dead_letters_are_redriven_once_their_cause_is_fixed(settings, wor
     status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-redrive"], env=workers.env,
                             capture_output=True, text=True, timeout=60)
     assert "FAILED" not in status.stdout, status.stdout  # the redriven failures no longer count
+
+
+async def test_sigterm_ends_a_worker_waiting_out_an_outage_within_its_timeout(settings, workers, tower_env):
+    """The learner's database is unreachable: its first event waits the outage out. SIGTERM must
+    still end the worker (the event is abandoned, to be redelivered), within TOWER_SHUTDOWN_TIMEOUT_S."""
+    import signal
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"postgresql://tower@127.0.0.1:{sock.getsockname()[1]}/tower"
+    workers.env = {**tower_env, "TOWER_DATABASE_URL": dead, "TOWER_SHUTDOWN_TIMEOUT_S": "10"}
+    workers.start("learner")
+    await produce(settings, [scene_envelope(kai_request("scene-outage"))])
+    log = next(workers.log_dir.glob("learner.*.log"))
+    deadline = asyncio.get_running_loop().time() + 60
+    while "service unavailable" not in log.read_text(errors="replace"):
+        workers.assert_alive()
+        assert asyncio.get_running_loop().time() < deadline, f"the learner never hit the outage:\n{workers.tail()}"
+        await asyncio.sleep(0.2)
+    process = workers.procs["learner"]
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(process.wait, 30)  # the timeout (10 s) with room to spare
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker ignored SIGTERM during an outage:\n{workers.tail()}") from None
+    assert code in (0, 70), (code, workers.tail())
