@@ -1,0 +1,218 @@
+"""DirectorPanel in real headless Chromium against the real stack (`tower api` serving the built
+panel, the five agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
+watches every shot complete with scores, rates one and sees its pattern row change; the same at
+phone width; and axe-core finds no critical accessibility violation."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from playwright.async_api import expect
+
+from agents.registry import STAGE_NAMES
+from tests.browser.conftest import AXE, DOCS
+
+KAI = "Create a scene where Kai fights the dragon"
+SCENE_S = 120_000  # ms: a scene takes ~10-20 s here; the bound is for a loaded machine
+FINAL = 'article.shot[data-state="accepted"], article.shot[data-state="kept"]'
+
+
+async def open_panel(page, api_server, session: str) -> None:  # noqa: ANN001
+    response = await page.goto(api_server.url + "/")
+    assert response.status == 200 and "text/html" in response.headers["content-type"]
+    await expect(page.get_by_role("heading", name="DirectorPanel", level=1)).to_be_visible()
+    await page.get_by_label("API token").fill(api_server.token)
+    await page.get_by_label("Session ID").fill(session)
+    await page.get_by_label("Session ID").press("Tab")
+
+
+async def start_scene(page, *, keyboard: bool = False) -> None:  # noqa: ANN001
+    await page.get_by_label("Scene description").fill(KAI)
+    await page.get_by_label("Characters").fill("Kai, Dragon")
+    await page.get_by_label("Quality threshold").fill("0.6")
+    if keyboard:  # Enter in a field submits the form
+        await page.get_by_label("Max attempts").press("Enter")
+    else:
+        await page.get_by_role("button", name="Start scene").tap()
+    await expect(page.get_by_test_id("error")).to_have_count(0)
+
+
+async def wait_scene_complete(page, workers, shots: int = 4) -> None:  # noqa: ANN001
+    cards = page.locator("article.shot")
+    await workers.watch(expect(cards).to_have_count(shots, timeout=60_000))
+    await workers.watch(expect(page.locator(FINAL)).to_have_count(shots, timeout=SCENE_S))
+    await expect(page.get_by_test_id("scene-status")).to_contain_text(re.compile(r"complete.*4/4 shots final"),
+                                                                      timeout=30_000)
+
+
+async def axe_violations(page) -> list[dict]:  # noqa: ANN001
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [{"id": v["id"], "impact": v["impact"], "help": v["help"], "nodes": [n["target"] for n in v["nodes"][:3]]}
+            for v in result["violations"]]
+
+
+async def settled_scene(api_server, scene_id: str, timeout_s: float = 30) -> dict:  # noqa: ANN001
+    """The scene once the learner has projected it as finished (every shot's accepted attempt)."""
+    deadline = time.monotonic() + timeout_s
+    async with api_server.client() as client:
+        while True:
+            response = await client.get(f"/api/director/scenes/{scene_id}")
+            scene = response.json()
+            if response.status_code == 200 and scene["scene"]["status"] in {"complete", "needs_review"} \
+                    and all(s["accepted_attempt"] is not None for s in scene["shots"]):
+                return scene
+            assert time.monotonic() < deadline, f"scene {scene_id} not projected as finished: {scene}"[:2000]
+            await asyncio.sleep(0.2)
+
+
+async def pattern_row(api_server, context: str, modifier: str) -> dict | None:  # noqa: ANN001
+    async with api_server.client() as client:
+        rows = (await client.get("/api/director/patterns")).json()["patterns"]
+    return next((r for r in rows if r["context"] == context and r["modifier"] == modifier), None)
+
+
+async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers, new_page):
+    started = time.monotonic()
+    workers.start(*STAGE_NAMES)
+    page = await new_page(1280, 800)
+    await open_panel(page, api_server, "browser-desktop")
+    await start_scene(page, keyboard=True)
+
+    # Live: four shot cards, each moving through the stages to a final verdict with scores.
+    await wait_scene_complete(page, workers)
+    states = await page.evaluate("window.__shotStates")
+    progress = await page.evaluate("window.__progress")
+    assert sorted(states) == ["1", "2", "3", "4"], states
+    for shot, seen in states.items():
+        assert seen[-1] in {"accepted", "kept"}, (shot, seen)
+        assert {"planned", "refined", "rendering", "rendered"} & set(seen), (shot, seen)
+    seen_anywhere = {state for seen in states.values() for state in seen}
+    assert "rendering" in seen_anywhere, states
+    assert any(0 < v < 100 for values in progress.values() for v in values), progress  # the bar moved
+
+    # What the panel shows matches the API's projection of the scene, attempt by attempt.
+    scene_id = re.search(r"scene=([^&]+)", page.url).group(1)
+    scene = await settled_scene(api_server, scene_id)
+    for shot in scene["shots"]:
+        card = page.locator(f'article.shot[data-shot="{shot["shot_number"]}"]')
+        attempts = card.locator("li.attempt")
+        await expect(attempts).to_have_count(len(shot["attempts"]))
+        for attempt in shot["attempts"]:
+            row = card.locator(f'li.attempt[data-attempt="{attempt["attempt"]}"]')
+            await expect(row.get_by_test_id("attempt-score")).to_contain_text(f'{attempt["score"]["composite"]:.2f}')
+            await expect(row.locator(".filmstrip img")).to_have_count(len(attempt["frames"]))
+            if attempt["attempt"] > 1:
+                await expect(row).to_contain_text("Retried because")
+        await expect(card.get_by_test_id("verdict")).to_contain_text(f"attempt {shot['accepted_attempt']}")
+
+    # Frames load and the preview plays: the shown frame changes by itself.
+    preview = page.locator('article.shot[data-shot="1"] img[data-testid="preview-frame"]')
+    await expect(preview).to_be_visible()
+    await page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=await preview.element_handle(), timeout=10_000)
+    first = await preview.get_attribute("src")
+    await page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                                 arg=[await preview.element_handle(), first], timeout=10_000)
+
+    # Rate shot 1: its accepted attempt's pattern row gains a human observation, in the table.
+    shot1 = scene["shots"][0]
+    accepted = next(a for a in shot1["attempts"] if a["attempt"] == shot1["accepted_attempt"])
+    before = await pattern_row(api_server, accepted["context"], accepted["modifier"])
+    assert before is not None
+    row = page.locator(f'tr[data-context="{accepted["context"]}"][data-modifier="{accepted["modifier"]}"]')
+    await expect(row).to_have_attribute("data-observations", str(before["observations"]))
+    card = page.locator('article.shot[data-shot="1"]')
+    # By keyboard: focus the rating, arrow to 2, tab to the note, tab to the button, Enter.
+    await card.get_by_role("radio", name=re.compile(r"^1\b")).focus()
+    await page.keyboard.press("Space")
+    await page.keyboard.press("ArrowRight")
+    await expect(card.get_by_role("radio", name=re.compile(r"^2\b"))).to_be_checked()
+    await page.keyboard.press("Tab")
+    await expect(card.get_by_label("Note")).to_be_focused()
+    await page.keyboard.type("the dragon is off-model")
+    await page.keyboard.press("Tab")
+    await expect(card.get_by_role("button", name="Rate shot 1")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(card.locator(".rate-status")).to_contain_text("Learned", timeout=30_000)
+    await expect(row).to_have_attribute("data-observations", str(before["observations"] + 1))
+    await expect(row).to_have_class(re.compile(r"\bchanged\b"))
+    await expect(page.get_by_test_id("pattern-change")).to_contain_text(accepted["modifier"])
+    after = await pattern_row(api_server, accepted["context"], accepted["modifier"])
+    assert after["sources"].get("human") == 1 and after["mean"] < before["mean"]
+    await expect(row.locator('[data-col="mean"]')).to_have_text(f'{after["mean"]:.3f}')
+
+    # The trend chart and the session history show the scene.
+    await expect(page.get_by_test_id("trend-chart")).to_contain_text("mean score")
+    history = page.get_by_test_id("session-history")
+    await expect(history).to_contain_text(KAI)
+    await expect(history).to_contain_text("4/4 passed" if scene["scene"]["passed_shots"] == 4 else "/4 passed")
+
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, f"page is {width}px wide at 1280px"
+    violations = await axe_violations(page)
+    assert not [v for v in violations if v["impact"] == "critical"], violations
+    assert not [v for v in violations if v["impact"] == "serious"], violations
+
+    DOCS.mkdir(exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=str(DOCS / "panel-desktop.png"), full_page=True)
+
+    # Reloaded (the scene is in the URL), the panel reads the finished scene back from the API.
+    await page.reload()
+    await expect(page.locator(FINAL)).to_have_count(4)
+    await expect(page.get_by_test_id("scene-status")).to_contain_text("4/4 shots final")
+    await expect(page.locator('article.shot[data-shot="1"] .rate-status')).to_have_text("")
+    assert not page.errors, page.errors
+    assert time.monotonic() - started < 90, f"took {time.monotonic() - started:.0f}s"
+
+
+async def test_panel_at_phone_width(api_server, workers, new_page):
+    workers.start(*STAGE_NAMES)
+    page = await new_page(390, 844, is_mobile=True, has_touch=True, device_scale_factor=2)
+    await open_panel(page, api_server, "browser-phone")
+
+    # The form fits the screen: every control visible, inside the width, big enough to tap.
+    for label in ("Scene description", "Characters", "Style", "Quality threshold", "Max attempts"):
+        box = await page.get_by_label(label).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (label, box)
+    start = page.get_by_role("button", name="Start scene")
+    box = await start.bounding_box()
+    assert box["height"] >= 40 and box["width"] >= 300, box
+    await start_scene(page)
+    await wait_scene_complete(page, workers)
+
+    # No sideways scrolling; shot cards stacked, full width, with their rating controls usable by touch.
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    wide = await page.evaluate("""() => [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().right > 391)
+        .map((e) => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+        .slice(0, 8)""")
+    assert width <= 390, f"page is {width}px wide at 390px: {wide}"
+    cards = page.locator("article.shot")
+    boxes = [await cards.nth(i).bounding_box() for i in range(4)]
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 and b["width"] >= 320 for b in boxes), boxes
+    assert [b["y"] for b in boxes] == sorted(b["y"] for b in boxes) and len({b["y"] for b in boxes}) == 4, boxes
+    card = cards.nth(1)
+    await card.scroll_into_view_if_needed()
+    radio = card.get_by_role("radio", name=re.compile(r"^4\b"))
+    star = card.locator("label.star").nth(3)
+    star_box = await star.bounding_box()
+    assert star_box["width"] >= 40 and star_box["height"] >= 40, star_box
+    await star.tap()
+    await expect(radio).to_be_checked()
+    await card.get_by_role("button", name="Rate shot 2").tap()
+    await expect(card.locator(".rate-status")).to_contain_text("Learned", timeout=30_000)
+
+    violations = await axe_violations(page)
+    assert not [v for v in violations if v["impact"] in {"critical", "serious"}], violations
+
+    # The top of the page: the form, the scene's progress and the first shot card.
+    DOCS.mkdir(exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")
+    top = await page.locator('article.shot[data-shot="1"] .attempts').bounding_box()
+    await page.screenshot(path=str(DOCS / "panel-phone.png"), full_page=True,
+                          clip={"x": 0, "y": 0, "width": 390, "height": top["y"] + 40})
+    assert not page.errors, page.errors
