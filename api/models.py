@@ -227,6 +227,7 @@ class Shot(BaseModel):
     camera_movement: str
     duration: float
     frame_count: int
+    fps: int | None = Field(None, description="Frames per second of the shot's render.")
     characters: list[str]
     mood: str
     lighting: str
@@ -297,6 +298,7 @@ class PatternTableResponse(BaseModel):
 
 
 class TrendRow(BaseModel):
+    bucket_start: datetime = Field(description="Start of the bucket (UTC): the day, or the hour with bucket=hour.")
     day: date
     key: str
     attempts: int
@@ -307,6 +309,7 @@ class TrendRow(BaseModel):
 
 class TrendResponse(BaseModel):
     by: Literal["day", "pattern", "workflow"]
+    bucket: Literal["day", "hour"] = "day"
     days: int
     rows: list[TrendRow]
 

@@ -1,5 +1,6 @@
 """Bearer-token protection: every write needs ``TOWER_API_TOKEN`` (when one is set); reads too
-with ``TOWER_API_PROTECT_READS``. No token, or a malformed header: 401; a wrong token: 403."""
+with ``TOWER_API_PROTECT_READS`` (a GET may pass it as ``?access_token=``, for browsers' event
+streams and images). No token, or a malformed header: 401; a wrong token: 403."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def require_write(request: Request, credentials: HTTPAuthorizationCredentials | 
 def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     settings: Settings = request.app.state.settings
     if settings.api_protect_reads:
+        # A browser's EventSource and <img> cannot send headers: GETs may carry the token as
+        # ?access_token= (RFC 6750, section 2.3).
+        if credentials is None and request.method == "GET" and "access_token" in request.query_params:
+            credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=request.query_params["access_token"])
         _check(settings, credentials)
 
 

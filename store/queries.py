@@ -256,17 +256,23 @@ TREND_DIMENSIONS = {
 }
 
 
+TREND_BUCKETS = ("day", "hour")
+
+
 async def quality_trends(
-    conn: asyncpg.Connection | asyncpg.Pool, *, by: str, days: int
+    conn: asyncpg.Connection | asyncpg.Pool, *, by: str, days: int, bucket: str = "day"
 ) -> list[dict[str, Any]]:
-    """Scores per day and per ``by`` (``day``, ``pattern`` or ``workflow``) over the last ``days``."""
+    """Scores per ``bucket`` (``day`` or ``hour``) and per ``by`` (``day``: overall, ``pattern``
+    or ``workflow``) over the last ``days``."""
     key = TREND_DIMENSIONS[by]
+    assert bucket in TREND_BUCKETS, bucket
     rows = await conn.fetch(
-        f"SELECT date_trunc('day', s.scored_at AT TIME ZONE 'UTC')::date AS day, {key} AS key,"
+        f"SELECT date_trunc('{bucket}', s.scored_at, 'UTC') AS bucket_start,"
+        f" date_trunc('day', s.scored_at AT TIME ZONE 'UTC')::date AS day, {key} AS key,"
         " count(*) AS attempts, avg(s.composite) FILTER (WHERE s.status = 'ok') AS mean_score,"
         " avg(s.passed::int) AS pass_rate, count(*) FILTER (WHERE s.status <> 'ok') AS failed"
         " FROM scores s WHERE s.scored_at >= now() - make_interval(days => $1)"
-        " GROUP BY 1, 2 ORDER BY 1, 2",
+        " GROUP BY 1, 2, 3 ORDER BY 1, 3",
         days,
     )
     return [dict(r) for r in rows]

@@ -53,6 +53,7 @@ async def scene(scene_id: Id, request: Request) -> dict[str, Any]:
         raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
     shots = detail["shots"]
     for shot in shots:
+        shot["fps"] = (shot.get("spec") or {}).get("fps")
         for attempt in shot["attempts"]:
             attempt["frames"] = [
                 {"index": f["frame_index"], "url": f"/media/{f['uri']}", "width": f["width"], "height": f["height"]}
@@ -106,9 +107,11 @@ async def patterns(request: Request) -> dict[str, Any]:
 @router.get("/trends", response_model=TrendResponse,
             summary="Quality per day: overall, per pattern, or per workflow and scorer version")
 async def trends(request: Request, by: Literal["day", "pattern", "workflow"] = "day",
-                 days: Annotated[int, Query(ge=1, le=3650)] = 30) -> dict[str, Any]:
-    rows = await backends_of(request).query(lambda pool: queries.quality_trends(pool, by=by, days=days))
-    return {"by": by, "days": days, "rows": rows}
+                 days: Annotated[int, Query(ge=1, le=3650)] = 30,
+                 bucket: Literal["day", "hour"] = "day") -> dict[str, Any]:
+    rows = await backends_of(request).query(
+        lambda pool: queries.quality_trends(pool, by=by, days=days, bucket=bucket))
+    return {"by": by, "bucket": bucket, "days": days, "rows": rows}
 
 
 def _json(value: Any) -> Any:

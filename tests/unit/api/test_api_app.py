@@ -196,3 +196,11 @@ def test_openapi_lists_the_seed_endpoints():
                  "/health", "/ready", "/metrics"):
         assert path in paths, path
 
+
+
+def test_protected_reads_take_the_token_as_a_query_parameter_for_browsers():
+    app = client(api_token="s3cret", api_protect_reads=True, media_dir=Path("/nonexistent"))
+    assert app.get("/media/a/b.png?access_token=nope").status_code == 403
+    assert app.get("/media/a/b.png?access_token=s3cret").status_code == 404  # past the check: no such file
+    # Writes still need the header.
+    assert app.post("/api/director/workflow/integrate?access_token=s3cret", json=SEED_BODY).status_code == 401
