@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel up down
+.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ stop:  ## stop Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-test: venv services panel  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
+test: venv services panel chromium  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv  ## the pure-logic tests only (no services)
@@ -67,7 +67,7 @@ comfyui:  ## start a local ComfyUI 0.3.75 (own venv; first run ~2 min, ~6 GB)
 comfyui-stop:  ## stop the local ComfyUI
 	-@$(COMFYCTL) stop
 
-demo: venv  ## start everything, run "Kai fights the dragon" end to end, stop what it started
+demo: venv panel  ## start everything, run "Kai fights the dragon" end to end, stop what it started
 	PY=$(PY) scripts/demo.sh
 
 # DirectorPanel (panel/): a Vue 3 + Vite app built into panel/dist, which `tower api` serves at /.
@@ -77,6 +77,8 @@ PANEL_SOURCES := $(shell find panel/src -type f 2>/dev/null) panel/index.html pa
 CHROMIUM ?= /usr/bin/chromium
 
 panel: panel/dist/index.html  ## build the DirectorPanel into panel/dist (npm ci + vite), served at / by `tower api`
+
+chromium:  ## Debian's Chromium for the browser tests (installed when missing, as root)
 	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }; } || \
 	  echo "tower: $(CHROMIUM) not found and not root: the browser tests will skip (apt-get install chromium)" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make demo: start Kafka and PostgreSQL (unless up), the five workers, submit the seed's scene,
-# follow it to the end, print the result, then stop whatever this script started.
+# make demo: start Kafka and PostgreSQL (unless up), the five workers and the HTTP API (with the
+# DirectorPanel), submit the seed's scene, follow it to the end, print the result, then stop
+# whatever this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-python3}"
@@ -10,6 +11,10 @@ mkdir -p "$STATE"
 started=()
 cleanup() {
   local rc=$?
+  if [[ -n "${api_pid:-}" ]] && kill -0 "$api_pid" 2>/dev/null; then
+    kill -TERM "$api_pid" 2>/dev/null || true
+    wait "$api_pid" 2>/dev/null || true
+  fi
   if [[ -n "${workers_pid:-}" ]] && kill -0 "$workers_pid" 2>/dev/null; then
     echo "demo: stopping the workers"
     kill -TERM "$workers_pid" 2>/dev/null || true
@@ -32,5 +37,15 @@ if ! infra/postgres/pgctl status >/dev/null 2>&1; then infra/postgres/pgctl star
 echo "demo: starting the workers (log: $STATE/demo-workers.log)"
 "$PY" -m tower worker all >"$STATE/demo-workers.log" 2>&1 &
 workers_pid=$!
+
+PORT="${TOWER_API_PORT:-8328}"
+if "$PY" -c "import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $PORT)) != 0)"; then
+  echo "demo: port $PORT is taken (is \`make up\` running?); the demo runs without its own API"
+else
+  echo "demo: starting the HTTP API (log: $STATE/demo-api.log)"
+  "$PY" -m tower api --port "$PORT" >"$STATE/demo-api.log" 2>&1 &
+  api_pid=$!
+  echo "demo: watch it in the DirectorPanel while it runs: http://127.0.0.1:$PORT/ (API docs at /docs)"
+fi
 
 "$PY" -m tower submit "Create a scene where Kai fights the dragon" --characters Kai,Dragon --follow --timeout 600

@@ -37,3 +37,13 @@ def test_settings_mask_the_database_password_and_the_token(monkeypatch, capsys):
     assert "hunter2" not in out and "t0ken-value" not in out
     assert "TOWER_DATABASE_URL=postgresql://tower:***@db.example:5432/tower" in out
     assert mask_password("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_the_readme_documents_every_setting():
+    from pathlib import Path
+
+    from tower.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`TOWER_{name.upper()}`" not in readme]
+    assert not missing, f"settings missing from the README's table: {missing}"
