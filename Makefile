@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel chromium up down
+.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-unit: venv  ## the pure-logic tests only (no services)
 
 test-integration: venv services  ## the tests that need Kafka and PostgreSQL
 	$(PY) -m pytest -q -m "(kafka or postgres) and not comfyui" $(PYTEST_ARGS)
+
+test-faults: venv services  ## the fault-injection tests (bad input, killed workers, outages, a three-broker cluster losing one)
+	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
 
 test-comfyui: venv services  ## ComfyUI client tests (fake server + real ComfyUI the suite starts and stops)
 	$(PY) -m pytest -q tests/unit/comfy tests/comfyui $(PYTEST_ARGS)

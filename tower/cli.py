@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"tower: {describe_invalid(exc)}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a setting the cluster cannot honour (raised with a full sentence)
+        print(f"tower: {exc}", file=sys.stderr)
+        return 2
     except asyncpg.UndefinedTableError as exc:
         print(f"tower: the database has no Tower schema yet ({exc}); run `tower db migrate`", file=sys.stderr)
         return 2
@@ -285,6 +288,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for topic in declared_topics(settings):
             print(f"{topic.name:<32} partitions={topic.num_partitions} retention.ms={topic.topic_configs['retention.ms']}")
+        print("replication: TOWER_REPLICATION_FACTOR, or what the cluster holds (3, or its broker count); "
+              "min.insync.replicas: TOWER_MIN_INSYNC_REPLICAS, or 2 with three replicas, else 1")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""Kafka administration at the edge: topic creation from the declarations in :mod:`events.topics`."""
+"""Kafka administration at the edge: topic creation from the declarations in :mod:`events.topics`,
+replicated as the cluster allows, and reading topics."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,29 +16,61 @@ from aiokafka.structs import ConsumerRecord
 from events.topics import DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS, SIDE_TOPICS, TOPICS, dead_letter_topic
 from tower.settings import Settings
 
+log = logging.getLogger("tower.kafka")
 
-def declared_topics(settings: Settings) -> list[NewTopic]:
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies each topic keeps, and how many a write (acks=all) must reach."""
+
+    factor: int
+    min_insync: int
+
+    @classmethod
+    def for_cluster(cls, settings: Settings, brokers: int) -> Replication:
+        """The settings' replication, or what a cluster of ``brokers`` can hold (at most 3)."""
+        factor = settings.replication_factor or min(3, brokers)
+        if factor > brokers:
+            raise ValueError(
+                f"TOWER_REPLICATION_FACTOR={factor} but the cluster at {settings.kafka_bootstrap!r} has "
+                f"{brokers} broker(s); lower it or add brokers"
+            )
+        min_insync = settings.min_insync_replicas or (2 if factor >= 3 else 1)
+        if min_insync > factor:
+            raise ValueError(f"TOWER_MIN_INSYNC_REPLICAS={min_insync} is more than the replication factor {factor}")
+        return cls(factor, min_insync)
+
+
+def declared_topics(settings: Settings, replication: Replication = Replication(1, 1)) -> list[NewTopic]:
+    def topic(name: str, partitions: int, retention_ms: int) -> NewTopic:
+        return NewTopic(name, partitions, replication.factor, topic_configs={
+            "retention.ms": str(retention_ms), "min.insync.replicas": str(replication.min_insync),
+            "max.message.bytes": str(settings.max_message_bytes),
+        })
+
     topics = []
     for spec in TOPICS:
         name = settings.topic(spec.name)
-        topics.append(NewTopic(name, spec.partitions, 1, topic_configs={"retention.ms": str(spec.retention_ms)}))
-        topics.append(
-            NewTopic(
-                dead_letter_topic(name),
-                DEAD_LETTER_PARTITIONS,
-                1,
-                topic_configs={"retention.ms": str(DEAD_LETTER_RETENTION_MS)},
-            )
-        )
+        topics.append(topic(name, spec.partitions, spec.retention_ms))
+        topics.append(topic(dead_letter_topic(name), DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS))
     for spec in SIDE_TOPICS:
-        topics.append(
-            NewTopic(settings.topic(spec.name), spec.partitions, 1, topic_configs={"retention.ms": str(spec.retention_ms)})
-        )
+        topics.append(topic(settings.topic(spec.name), spec.partitions, spec.retention_ms))
     return topics
 
 
+def under_replicated(described: list[dict], replication: Replication) -> list[str]:
+    """Topics (from ``describe_topics``) with fewer replicas than ``replication`` asks for."""
+    return sorted(
+        f"{t['topic']} has {min(len(p['replicas']) for p in t['partitions'])} replica(s), not {replication.factor}"
+        for t in described
+        if t.get("partitions") and min(len(p["replicas"]) for p in t["partitions"]) < replication.factor
+    )
+
+
 async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create the declared topics that do not exist yet; return the names created."""
+    """Create the declared topics that do not exist yet, replicated as the cluster allows (see
+    :class:`Replication`); return the names created. Existing topics with fewer replicas than
+    asked for are logged (Kafka cannot change that in place: reassign them with its tools)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tower-admin")
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -45,13 +80,19 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
             "`make services` or point TOWER_KAFKA_BOOTSTRAP at a running broker."
         ) from exc
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = Replication.for_cluster(settings, brokers)
+        declared = declared_topics(settings, replication)
         existing = set(await admin.list_topics())
-        missing = [t for t in declared_topics(settings) if t.name not in existing]
+        missing = [t for t in declared if t.name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topics are there either way
+        present = [t.name for t in declared if t.name in existing]
+        for warning in under_replicated(await admin.describe_topics(present) if present else [], replication):
+            log.warning("under-replicated: %s (TOWER_REPLICATION_FACTOR)", warning)
         return [t.name for t in missing]
     finally:
         await admin.close()

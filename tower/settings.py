@@ -65,6 +65,15 @@ class Settings(BaseSettings):
         True, description="Whether the learner re-issues low-scoring shots; false to retrain from a replay."
     )
 
+    replication_factor: int | None = Field(
+        None, ge=1, le=10,
+        description="Replicas of every topic Tower creates; unset: what the cluster can hold (3, or its broker count).",
+    )
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=10,
+        description="min.insync.replicas of Tower's topics (with acks=all, how many copies a write needs); "
+        "unset: 2 with three or more replicas, else 1.",
+    )
     max_message_bytes: int = Field(
         1_048_588, ge=65_536,
         description="Largest message the producers send: the broker's max.message.bytes (Kafka's default 1048588).",

@@ -9,6 +9,8 @@ import sys
 
 import asyncpg
 import pytest
+
+pytestmark = pytest.mark.faults
 from aiokafka import AIOKafkaProducer
 
 from agents.registry import STAGE_NAMES
