@@ -77,7 +77,7 @@ async def test_topics_are_replicated_three_times_and_a_scene_survives_a_broker_c
     follower = asyncio.create_task(follow_scene(
         settings, "scene-cluster", timeout_s=300, on_event=lambda topic, _: topic == "quality.scored" and scored.set()))
     await produce(settings, [scene_envelope(kai_request("scene-cluster", max_attempts=2))])
-    await asyncio.wait_for(scored.wait(), 240)
+    await workers.watch(asyncio.wait_for(scored.wait(), 240))
 
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster["bootstrap"])
     await admin.start()

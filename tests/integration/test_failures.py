@@ -102,7 +102,7 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
 
     await produce(settings, [scene_envelope(kai_request("scene-crash", max_attempts=2))])
     follower = asyncio.create_task(follow_scene(settings, "scene-crash", timeout_s=300, on_event=on_event))
-    await asyncio.wait_for(first_score.wait(), 240)
+    await workers.watch(asyncio.wait_for(first_score.wait(), 240))
 
     # Mid-scene: the renderer and the learner die without committing their offsets...
     workers.kill("renderer")
