@@ -92,7 +92,10 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
     assert "4 dead letter(s)" in shown.stdout and "invalid PromptRefined: attempt: Field required" in shown.stdout  # renderer + learner
 
 
-async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, workers):
+async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, workers, tower_env):
+    # Offsets are committed only every 10 minutes, so the killed workers have committed nothing:
+    # everything they handled is delivered to them again (asserted below), and must change nothing.
+    workers.env = {**tower_env, "TOWER_COMMIT_INTERVAL_S": "600"}
     workers.start(*STAGE_NAMES)
     first_score = asyncio.Event()
 
@@ -138,6 +141,14 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
         assert sum(p.observations for p in table.values()) == updates <= len(scored_ids)
     finally:
         await conn.close()
+
+    # Redelivery really happened: the restarted renderer rendered its inputs again (the same
+    # derived frame.rendered ids, produced twice), and the restarted learner handled more
+    # messages, in its two lives, than there are distinct events.
+    rendered = events["frame.rendered"]
+    assert len(rendered) > len(distinct["frame.rendered"]), "the renderer was not redelivered anything"
+    handled = sum(path.read_text().count(" handled ") for path in workers.log_dir.glob("learner.*.log"))
+    assert handled > sum(map(len, distinct.values())), f"the learner handled {handled} messages: no redelivery"
 
 
 async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blocks_nothing(settings, workers):
