@@ -32,6 +32,7 @@ class Planner(Stage):
                     style=request.style,
                     overall_mood=plan.overall_mood,
                     lighting_suggestions=plan.lighting_suggestions,
+                    plan_notes=list(plan.notes),
                 ),
                 source=self.source,
                 index=index,

@@ -27,6 +27,7 @@ CAMERA_TOKENS = {
     "over-the-shoulder": "over-the-shoulder shot",
 }
 BASE_STEPS = 24
+MAX_STEPS = 60  # more sampler steps stop paying off long before PromptSpec's limit of 200
 BASE_CFG = 7.0
 
 
@@ -83,7 +84,7 @@ def refine(
         prompt=prompt,
         negative_prompt=f"{BASE_NEGATIVE}, {modifier.negative_text}",
         seed=seed % 2**32,
-        steps=BASE_STEPS + 4 * (planned.attempt - 1),
+        steps=min(BASE_STEPS + 4 * (planned.attempt - 1), MAX_STEPS),
         cfg=round(BASE_CFG + modifier.cfg_delta, 2),
         sampler="euler_ancestral",
         width=width,

@@ -14,11 +14,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SceneId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# Bounds of what the projections store (PostgreSQL integers): an event past them could never be
+# handled, so it is refused when decoded (and dead-lettered at once) rather than after retries.
+MAX_SHOTS = 1_000
+MAX_ATTEMPTS = 100
+MAX_FRAMES = 100_000
 
 
-class _Event(BaseModel):
+# Short names (camera angle, mood, modifier ...): they form pattern contexts and index keys.
+Label = Annotated[str, Field(max_length=200)]
+
+
+class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # PostgreSQL text cannot hold NUL: an event carrying one could never be projected.
+        texts = list(value) if isinstance(value, list | dict) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("text must not contain NUL characters")
+        return value
+
+
+class _Event(_Model):
     scene_id: SceneId
     session_id: Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -28,7 +48,7 @@ class SceneRequested(_Event):
 
     description: Annotated[str, Field(min_length=1, max_length=2000)]
     characters: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
-    style: str = "anime"
+    style: Label = "anime"
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = Field(
         None, description="Attempt budget per shot; unset: the planner's TOWER_MAX_ATTEMPTS."
     )
@@ -38,7 +58,10 @@ class SceneRequested(_Event):
     batch_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] | None = Field(
         None, description="The batch this scene was submitted in, if any."
     )
-    batch_size: Annotated[int, Field(ge=1)] | None = Field(None, description="How many scenes the batch has.")
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(None, description="How many scenes the batch has.")
+    target_duration_s: Annotated[float, Field(ge=1.0, le=300.0)] | None = Field(
+        None, description="Wanted length of the whole scene in seconds; unset: the planner's own pacing."
+    )
 
     @field_validator("description")
     @classmethod
@@ -48,21 +71,19 @@ class SceneRequested(_Event):
         return value
 
 
-class ShotSpec(BaseModel):
+class ShotSpec(_Model):
     """One planned shot, as the seed's ``shot_list`` entries plus what rendering needs."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    shot_number: Annotated[int, Field(ge=1)]
-    shot_count: Annotated[int, Field(ge=1)]
-    camera_angle: str
-    camera_movement: str
+    shot_number: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    shot_count: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    camera_angle: Label
+    camera_movement: Label
     duration: Annotated[float, Field(gt=0, le=60)]
     fps: Annotated[int, Field(ge=1, le=60)]
     frame_count: Annotated[int, Field(ge=1, le=600)]
     characters: list[str]
-    mood: str
-    lighting: str
+    mood: Label
+    lighting: Label
     action: str
     description: str
     continuity_notes: str = ""
@@ -72,14 +93,14 @@ class ShotSpec(BaseModel):
 
 
 class _ShotAttempt(_Event):
-    attempt: Annotated[int, Field(ge=1)]
-    max_attempts: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
     quality_threshold: Probability
     shot: ShotSpec
-    tried_modifiers: list[str] = Field(
+    tried_modifiers: list[Label] = Field(
         default_factory=list, description="Modifiers of earlier attempts at this shot."
     )
-    style: str = "anime"
+    style: Label = "anime"
 
 
 class ShotPlanned(_ShotAttempt):
@@ -87,27 +108,30 @@ class ShotPlanned(_ShotAttempt):
 
     overall_mood: str
     lighting_suggestions: str
+    plan_notes: list[str] = Field(
+        default_factory=list, description="What the planner assumed or found (characters, time, place, caps)."
+    )
 
 
-class PromptSpec(BaseModel):
+class PromptSpec(_Model):
     """What the refiner decided for one attempt: the generation prompt and sampler settings."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     prompt: str
     negative_prompt: str
     seed: Annotated[int, Field(ge=0, lt=2**32)]
     steps: Annotated[int, Field(ge=1, le=200)]
     cfg: Annotated[float, Field(gt=0, le=30)]
-    sampler: str
+    sampler: Label
     width: Annotated[int, Field(ge=16, le=4096)]
     height: Annotated[int, Field(ge=16, le=4096)]
-    context: str = Field(description="Pattern context: shot type x mood x lighting x workflow.")
-    modifier: str = Field(description="The prompt pattern chosen for this attempt.")
+    context: Annotated[str, Field(max_length=1000)] = Field(
+        description="Pattern context: shot type x mood x lighting x workflow."
+    )
+    modifier: Label = Field(description="The prompt pattern chosen for this attempt.")
     modifier_probability: Probability = Field(
         description="Estimated probability that Thompson sampling picks this modifier."
     )
-    learner_version: str
+    learner_version: Label
 
 
 class PromptRefined(_ShotAttempt):
@@ -116,13 +140,11 @@ class PromptRefined(_ShotAttempt):
     prompt: PromptSpec
 
 
-class FrameRef(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    index: Annotated[int, Field(ge=0)]
+class FrameRef(_Model):
+    index: Annotated[int, Field(ge=0, le=MAX_FRAMES)]
     uri: str = Field(description="Path of the frame, relative to the media store root.")
-    width: int
-    height: int
+    width: Annotated[int, Field(ge=1, le=65_535)]
+    height: Annotated[int, Field(ge=1, le=65_535)]
     sha256: str
 
 
@@ -132,7 +154,7 @@ class FrameRendered(_ShotAttempt):
     prompt: PromptSpec
     status: Literal["ok", "failed"]
     reason: str | None = None
-    backend: str
+    backend: Label
     frames: list[FrameRef] = Field(default_factory=list)
     render_ms: Annotated[float, Field(ge=0)] = 0.0
 
@@ -146,9 +168,9 @@ class QualityScored(_ShotAttempt):
     composite: Probability = 0.0
     passed: bool = False
     metrics: dict[str, float] = Field(default_factory=dict)
-    frame_count: Annotated[int, Field(ge=0)] = 0
-    scorer_version: str
-    device: str
+    frame_count: Annotated[int, Field(ge=0, le=MAX_FRAMES)] = 0
+    scorer_version: Label
+    device: Label
 
 
 class RenderProgress(_Event):
@@ -159,7 +181,7 @@ class RenderProgress(_Event):
 
     shot_number: Annotated[int, Field(ge=1)]
     attempt: Annotated[int, Field(ge=1)]
-    backend: str
+    backend: Label
     kind: Literal["queued", "started", "cached", "executing", "progress", "finished"]
     fraction: Probability | None = None
     step: int | None = None
@@ -168,7 +190,7 @@ class RenderProgress(_Event):
     server: str | None = None
 
 
-class ExternalScores(BaseModel):
+class ExternalScores(_Model):
     """Scores of an attempt measured outside Tower, in the seed's ``quality_scores`` shape."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -191,14 +213,14 @@ class FeedbackSubmitted(_Event):
     """
 
     feedback_id: Annotated[str, Field(min_length=1, max_length=128)]
-    shot_number: Annotated[int, Field(ge=1)]
-    attempt: Annotated[int, Field(ge=1)]
+    shot_number: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
     source: Literal["human", "external"]
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
     comment: Annotated[str, Field(max_length=2000)] | None = None
     scores: ExternalScores = Field(default_factory=ExternalScores)
-    context: Annotated[str, Field(min_length=1)]
-    modifier: Annotated[str, Field(min_length=1)]
+    context: Annotated[str, Field(min_length=1, max_length=1000)]
+    modifier: Annotated[str, Field(min_length=1, max_length=200)]
 
     @model_validator(mode="after")
     def _judges_something(self) -> FeedbackSubmitted:

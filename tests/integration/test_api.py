@@ -23,6 +23,7 @@ from store.pool import create_database, drop_database
 from store.queries import pattern_table
 from tests.conftest import free_port, start_api, stop_api
 from tests.integration.harness import REPO, wait_for_group
+from tests.integration.test_pipeline import kai_shot_count
 
 KAI = {"session_id": "test", "scene_description": "Create a scene where Kai fights the dragon",
        "characters": ["Kai", "Dragon"]}
@@ -76,6 +77,7 @@ async def poll(fetch, until, *, timeout_s: float = 60, what: str = "condition"):
 
 async def test_seed_endpoints_live_events_feedback_and_replay(api_server, workers, settings, tower_env, postgres_url):
     workers.start(*STAGE_NAMES)
+    shots = kai_shot_count(settings.render_fps)  # KAI is the planner's Kai scene
     async with api_server.client() as client:
         # The seed's own example body, on the seed's endpoint: a plan, synchronously.
         plan = await client.post("/api/director/scene/plan", json={"session_id": "test", "scene_description": "test scene"})
@@ -87,7 +89,7 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         assert "Kai" in prompt["prompt"] and prompt["negative_prompt"] and prompt["modifier"]
         assert 0 < prompt["modifier_probability"] <= 1 and prompt["steps"] > 0
         too_far = await client.post("/api/director/prompt/enhance", json={**KAI, "shot_number": 40})
-        assert too_far.status_code == 422 and "plans 4 shot(s)" in too_far.json()["detail"]
+        assert too_far.status_code == 422 and f"plans {shots} shot(s)" in too_far.json()["detail"]
 
         # Dry runs produced nothing.
         started = await client.post("/api/director/workflow/integrate", json=KAI)
@@ -107,7 +109,7 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         ids = {e.data["id"] for e in events[:-1]}
         assert all(e.data["causation_id"] in ids for e in events[:-1] if e.event in {"shot.planned", "quality.scored"})
         finals = events[-1].data["finals"]
-        assert len(finals) == events[-1].data["shot_count"] == 4
+        assert len(finals) == events[-1].data["shot_count"] == shots
         assert all(e.data["data"]["scene_id"] == scene_id for e in events if e.event in kinds[:-1] and "data" in e.data)
 
         # Resuming after the fifth event sends exactly the rest (same ids, same order per topic).
@@ -122,7 +124,7 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         scene = (await poll(lambda: client.get(f"/api/director/scenes/{scene_id}"),
                             lambda r: r.status_code == 200 and r.json()["scene"]["status"] in {"complete", "needs_review"},
                             what="scene projected as finished")).json()
-        assert [s["shot_number"] for s in scene["shots"]] == [1, 2, 3, 4]
+        assert [s["shot_number"] for s in scene["shots"]] == list(range(1, shots + 1))
         for shot in scene["shots"]:
             assert shot["accepted_attempt"] is not None
             for attempt in shot["attempts"]:
@@ -176,8 +178,8 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
                                              json={"scene_id": scene_id, "shot_number": 1, "attempt": 9, "rating": 3})
         assert unknown_attempt.status_code == 404 and "attempt 9 of shot 1" in unknown_attempt.json()["detail"]
         nothing = await client.post("/api/director/feedback/submit",
-                                    json={"scene_id": scene_id, "shot_number": 7, "rating": 3})
-        assert nothing.status_code == 404 and "shot 7" in nothing.json()["detail"]
+                                    json={"scene_id": scene_id, "shot_number": shots + 3, "rating": 3})
+        assert nothing.status_code == 404 and f"shot {shots + 3}" in nothing.json()["detail"]
         taken = await client.post("/api/director/workflow/integrate", json={**KAI, "scene_id": scene_id})
         assert taken.status_code == 409
         live = await api_server.client().get(f"/api/director/scenes/{scene_id}x/events")

@@ -14,10 +14,11 @@ pytestmark = pytest.mark.faults
 from aiokafka import AIOKafkaProducer
 
 from agents.registry import STAGE_NAMES
+from director.planner import plan_scene
 from events.envelope import header_map
 from events.topics import TOPICS, dead_letter_topic
 from store.queries import pattern_table
-from tests.integration.test_pipeline import kai_request
+from tests.integration.test_pipeline import kai_request, kai_shot_count
 from tower.follow import SceneFailed, SceneProgress, end_offsets, follow_scene, produce, scene_envelope
 from tower.kafka import read_topic
 
@@ -51,15 +52,16 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
     output, _ = await workers.watch(submit.communicate())
     text = output.decode()
     assert submit.returncode == 0, text
+    angles = [s.camera_angle for s in plan_scene(kai_request("x"), fps=settings.render_fps).shots]
     for expected in ("submitted scene-after-bad-input", "shot.planned", "quality.scored", "Shot plan",
-                     "low-angle", "Quality (every attempt", "Pattern updates"):
+                     *angles, "Quality (every attempt", "Pattern updates"):
         assert expected in text, (expected, text)
     workers.assert_alive()
     status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-after-bad-input", "--json"],
                             env=workers.env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert [s["shot_number"] for s in report["shots"]] == [1, 2, 3, 4]
+    assert [s["shot_number"] for s in report["shots"]] == list(range(1, len(angles) + 1))
     assert report["pattern_updates"] and all(a["final"] is not None for a in report["attempts"] if a["composite"] is not None)
 
     for spec in TOPICS:
@@ -183,9 +185,10 @@ async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blo
     assert headers["dlq_original_sha256"] == hashlib.sha256(poison).hexdigest()
     assert poison.startswith(letter.value) and len(letter.value) > 1_000_000 - 10_000
     assert headers["ce_id"] == "big-1" and headers["dlq_error_class"] == "ValidationError"
-    planned = await workers.watch(read_topic(settings.kafka_bootstrap, settings.topic("shot.planned"), expect=4,
+    shots = kai_shot_count(settings.render_fps)
+    planned = await workers.watch(read_topic(settings.kafka_bootstrap, settings.topic("shot.planned"), expect=shots,
                                              timeout_s=60))
-    assert {r.key for r in planned} == {b"scene-after-poison"} and len(planned) == 4
+    assert {r.key for r in planned} == {b"scene-after-poison"} and len(planned) == shots
     workers.assert_alive()
 
 
@@ -245,20 +248,21 @@ async def test_dead_letters_are_redriven_once_their_cause_is_fixed(settings, wor
         await produce(settings, [scene_envelope(kai_request("scene-redrive", max_attempts=1))])
         with pytest.raises(SceneFailed, match="UndefinedTableError"):
             await workers.watch(follow_scene(settings, "scene-redrive", timeout_s=120))
+        shots = kai_shot_count(settings.render_fps)
         letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(settings.topic("shot.planned")),
-                                   expect=4, timeout_s=60)
-        assert len(letters) == 4, [header_map(r.headers) for r in letters]
+                                   expect=shots, timeout_s=60)
+        assert len(letters) == shots, [header_map(r.headers) for r in letters]
 
         await conn.execute("ALTER TABLE refinements_away RENAME TO refinements")  # the fix
         offsets = await end_offsets(settings)  # follow what comes after the dead letters
         redriven = subprocess.run([sys.executable, "-m", "tower", "dlq", "redrive", "shot.planned"], env=workers.env,
                                   capture_output=True, text=True, timeout=60)
         assert redriven.returncode == 0, redriven.stdout + redriven.stderr
-        assert redriven.stdout.count("redriven to") == 4, redriven.stdout
+        assert redriven.stdout.count("redriven to") == shots, redriven.stdout
         progress = await workers.watch(follow_scene(settings, "scene-redrive", timeout_s=180, start_offsets=offsets))
     finally:
         await conn.close()
-    assert len(progress.finals) == progress.shot_count == 4
+    assert len(progress.finals) == progress.shot_count == shots
     status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-redrive"], env=workers.env,
                             capture_output=True, text=True, timeout=60)
     assert "FAILED" not in status.stdout, status.stdout  # the redriven failures no longer count

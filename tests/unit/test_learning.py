@@ -97,7 +97,8 @@ def test_refinement_is_deterministic_per_scene_shot_attempt_and_version(kai_shot
     }
     assert len(seeds) == 5
     assert "Kai" in one.prompt.prompt and one.prompt.negative_prompt
-    assert one.prompt.context == "close-up|intense|dramatic shadows|w"
+    shot = planned.shot  # its angle, mood and lighting come from the planner
+    assert one.prompt.context == f"{shot.camera_angle}|{shot.mood}|{shot.lighting}|w"
 
 
 def test_every_pair_of_modifiers_can_win(kai_shots):
