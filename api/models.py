@@ -39,6 +39,9 @@ class PlanRequest(_Body):
     scene_description: Description
     characters: Characters = Field(default_factory=list)
     style: Style = "anime"
+    target_duration_s: Annotated[float, Field(ge=1, le=300)] | None = Field(
+        None, description="Scene length to plan for: the shot durations sum to it (within 0.5 s)."
+    )
 
 
 class PlanResponse(BaseModel):
@@ -47,6 +50,8 @@ class PlanResponse(BaseModel):
     overall_mood: str
     lighting_suggestions: str
     genre: str
+    notes: list[str] = Field(description="What the planner assumed or changed (detected characters, caps).")
+    detected_characters: list[str] = Field(description="Characters found in the text but not in `characters`.")
 
 
 class EnhanceRequest(_Body):

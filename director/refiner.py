@@ -25,6 +25,10 @@ CAMERA_TOKENS = {
     "medium": "medium shot, waist-up framing",
     "low-angle": "low-angle shot, heroic perspective",
     "over-the-shoulder": "over-the-shoulder shot",
+    "two-shot": "two-shot, both characters in frame",
+    "pov": "point-of-view shot, first-person perspective",
+    "extreme close-up": "extreme close-up, eyes and detail fill the frame",
+    "high-angle": "high-angle shot, looking down on the subject",
 }
 BASE_STEPS = 24
 MAX_STEPS = 60  # more sampler steps stop paying off long before PromptSpec's limit of 200

@@ -28,6 +28,10 @@ LIGHTING_TINTS: dict[str, tuple[float, float, float]] = {
     "soft warm backlight": (1.0, 0.8, 0.6),
     "low-key moonlight": (0.45, 0.55, 0.85),
     "golden hour": (1.0, 0.78, 0.45),
+    "bright daylight": (1.0, 0.97, 0.9),
+    "cold dawn light": (0.7, 0.78, 0.95),
+    "neon glow": (0.85, 0.5, 1.0),
+    "flickering firelight": (1.0, 0.6, 0.35),
 }
 
 

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--style", default="anime")
     submit.add_argument("--max-attempts", type=int, default=None, help="attempt budget per shot, 1-10 (default: the planner's TOWER_MAX_ATTEMPTS)")
     submit.add_argument("--threshold", type=float, default=None, help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")
+    submit.add_argument("--duration", type=float, default=None,
+                        help="scene length in seconds, 1-300: the planned shots sum to it (default: as the text needs)")
     submit.add_argument("--follow", action="store_true", help="show progress, then the plan, scores and pattern updates")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds --follow waits (default 600)")
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # What a field of a command's input is called on the command line.
-OPTION_NAMES = {"description": "the description", "max_attempts": "--max-attempts", "quality_threshold": "--threshold",
+OPTION_NAMES = {"description": "the description", "target_duration_s": "--duration", "max_attempts": "--max-attempts", "quality_threshold": "--threshold",
                 "characters": "--characters", "scene_id": "--scene-id", "session_id": "--session", "style": "--style"}
 
 
@@ -154,6 +156,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         style=args.style,
         max_attempts=args.max_attempts,
         quality_threshold=args.threshold,
+        target_duration_s=args.duration,
     )
 
     async def run() -> int:

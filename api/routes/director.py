@@ -55,22 +55,27 @@ def settings_of(request: Request) -> Settings:
 
 
 @lru_cache(maxsize=4096)
-def _plan(description: str, characters: tuple[str, ...], style: str, fps: int) -> ScenePlan:
+def _plan(description: str, characters: tuple[str, ...], style: str, fps: int, target: float | None) -> ScenePlan:
     """The planner is deterministic, so a plan asked for twice is computed once."""
     request = SceneRequested(scene_id="plan-preview", session_id="preview", description=description,
-                             characters=list(characters), style=style)
+                             characters=list(characters), style=style, target_duration_s=target)
     return plan_scene(request, fps=fps)
 
 
 def plan_for(body: PlanRequest | EnhanceRequest, settings: Settings) -> ScenePlan:
-    return _plan(body.scene_description, tuple(body.characters), body.style, settings.render_fps)
+    try:
+        return _plan(body.scene_description, tuple(body.characters), body.style, settings.render_fps,
+                     getattr(body, "target_duration_s", None))
+    except ValueError as exc:
+        raise Problem(422, f"the scene cannot be planned: {exc}", title="Invalid request") from exc
 
 
 @router.post("/scene/plan", response_model=PlanResponse, dependencies=[Depends(require_read)], summary="Plan a scene into shots (dry run, no events)")
 async def scene_plan(body: PlanRequest, request: Request) -> PlanResponse:
     plan = plan_for(body, settings_of(request))
     return PlanResponse(session_id=body.session_id, shot_list=list(plan.shots), overall_mood=plan.overall_mood,
-                        lighting_suggestions=plan.lighting_suggestions, genre=plan.genre)
+                        lighting_suggestions=plan.lighting_suggestions, genre=plan.genre, notes=list(plan.notes),
+                        detected_characters=list(plan.detected_characters))
 
 
 @router.post("/prompt/enhance", response_model=EnhanceResponse, dependencies=[Depends(require_read)],
@@ -107,7 +112,7 @@ def _scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
     return SceneRequested(
         scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
         characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
-        quality_threshold=body.quality_threshold, **extra,
+        quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s, **extra,
     )
 
 

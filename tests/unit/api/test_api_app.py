@@ -204,3 +204,12 @@ def test_protected_reads_take_the_token_as_a_query_parameter_for_browsers():
     assert app.get("/media/a/b.png?access_token=s3cret").status_code == 404  # past the check: no such file
     # Writes still need the header.
     assert app.post("/api/director/workflow/integrate?access_token=s3cret", json=SEED_BODY).status_code == 401
+
+
+def test_scene_plan_honours_a_target_length_and_reports_what_it_found():
+    body = {"session_id": "s", "scene_description": "Kai fights the dragon while Mika watches", "characters": ["Kai"],
+            "target_duration_s": 12}
+    plan = client().post("/api/director/scene/plan", json=body).json()
+    assert abs(sum(s["duration"] for s in plan["shot_list"]) - 12) <= 0.5
+    assert "Mika" in plan["detected_characters"] and plan["notes"]
+    assert client().post("/api/director/scene/plan", json={**body, "target_duration_s": 0.5}).status_code == 422
