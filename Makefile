@@ -58,8 +58,8 @@ test-unit: venv  ## the pure-logic tests only (no services)
 test-integration: venv services  ## the tests that need Kafka and PostgreSQL
 	$(PY) -m pytest -q -m "(kafka or postgres) and not comfyui" $(PYTEST_ARGS)
 
-test-faults: venv services  ## the fault-injection tests (bad input, killed workers, outages, a three-broker cluster losing one)
-	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
+test-faults: venv services  ## the fault-injection tests (fuzzed events, killed workers, outages, broker loss) -> docs/RELIABILITY.md
+	TOWER_RELIABILITY_REPORT=1 $(PY) -m pytest -q -s -m faults $(PYTEST_ARGS)
 
 test-comfyui: venv services  ## ComfyUI client tests (fake server + real ComfyUI the suite starts and stops)
 	$(PY) -m pytest -q tests/unit/comfy tests/comfyui $(PYTEST_ARGS)

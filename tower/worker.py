@@ -140,15 +140,19 @@ class StageProcesses:
             out.extend(path.read_text(errors="replace").splitlines()[-lines:])
         return "\n".join(out)
 
-    def stop_all(self, timeout_s: float = 20.0) -> None:
+    def stop_all(self, timeout_s: float = 20.0) -> list[str]:
+        """SIGTERM every worker; the ones still running after ``timeout_s`` are SIGKILLed and named."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for proc in self.procs.values():
+        stragglers = []
+        for name, proc in self.procs.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                stragglers.append(name)
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        return stragglers
