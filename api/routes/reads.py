@@ -39,18 +39,15 @@ async def list_sessions(request: Request, limit: Annotated[int, Query(ge=1, le=5
 @router.get("/sessions/{session_id}", response_model=SessionHistory, responses=NOT_FOUND,
             summary="A session's history: its scenes with their state")
 async def session_history(session_id: Id, request: Request) -> dict[str, Any]:
-    history = await backends_of(request).query(lambda pool: queries.session_history(pool, session_id))
-    if history is None:
-        raise Problem(404, f"no session {session_id!r}")
-    return history
+    return found(await backends_of(request).query(lambda pool: queries.session_history(pool, session_id)),
+                 f"no session {session_id!r}")
 
 
 @router.get("/scenes/{scene_id}", response_model=SceneDetail, responses=NOT_FOUND,
             summary="A scene: plan, attempts, scores, retry reasons, frames, accepted attempts, feedback")
 async def scene(scene_id: Id, request: Request) -> dict[str, Any]:
-    detail = await backends_of(request).query(lambda pool: queries.scene_detail(pool, scene_id))
-    if detail is None:
-        raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
+    detail = found(await backends_of(request).query(lambda pool: queries.scene_detail(pool, scene_id)),
+                   f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
     shots = detail["shots"]
     for shot in shots:
         shot["fps"] = (shot.get("spec") or {}).get("fps")
@@ -78,10 +75,8 @@ async def scene(scene_id: Id, request: Request) -> dict[str, Any]:
 @router.get("/batches/{batch_id}", response_model=BatchProgress, responses=NOT_FOUND,
             summary="A batch's progress: scenes queued, running, done and needing review")
 async def batch(batch_id: Id, request: Request) -> dict[str, Any]:
-    progress = await backends_of(request).query(lambda pool: queries.batch_progress(pool, batch_id))
-    if progress is None:
-        raise Problem(404, f"no batch {batch_id!r}")
-    return progress
+    return found(await backends_of(request).query(lambda pool: queries.batch_progress(pool, batch_id)),
+                 f"no batch {batch_id!r}")
 
 
 @router.get("/patterns", response_model=PatternTableResponse,
@@ -116,3 +111,10 @@ async def trends(request: Request, by: Literal["day", "pattern", "workflow"] = "
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def found(value: Any, missing: str) -> Any:
+    """``value``, or a 404 saying ``missing`` when there is none."""
+    if value is None:
+        raise Problem(404, missing)
+    return value
