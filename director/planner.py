@@ -541,7 +541,7 @@ class _Splitter:
     def __init__(self, reader: _Reader) -> None:
         self.reader = reader
         aliases = {a for c in reader.characters for a in c.aliases}
-        self.subject_starts = _SUBJECT_WORDS | aliases | {a.split()[0] for a in aliases}
+        self.subject_starts = _SUBJECT_WORDS | aliases | {a.split()[0] for a in aliases if a.split()}
 
     def words(self, text: str) -> list[str]:
         return _tokens(text)

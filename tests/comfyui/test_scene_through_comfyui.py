@@ -8,6 +8,7 @@ import pytest
 from agents.registry import STAGE_NAMES
 from events.models import SceneRequested
 from render.media import resolve
+from tests.integration.test_pipeline import kai_shot_count
 from tower.follow import follow_scene, produce, scene_envelope
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.integration]
@@ -24,7 +25,7 @@ async def test_scene_renders_on_comfyui_and_is_scored(comfy_urls, tower_env, set
     workers.assert_alive()
 
     rendered = [v for topic, v in progress.events if topic == "frame.rendered"]
-    assert len(rendered) == progress.shot_count == 4
+    assert len(rendered) == progress.shot_count == kai_shot_count(settings.render_fps)
     for event in rendered:
         assert event.status == "ok" and event.backend == "comfyui", event.reason
         assert len(event.frames) == event.shot.frame_count

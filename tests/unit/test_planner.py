@@ -290,3 +290,14 @@ def test_old_messages_stay_valid_and_new_fields_are_optional(kai_shots):
     assert ShotPlanned.model_validate(legacy).plan_notes == []
     with pytest.raises(ValidationError):
         SceneRequested(scene_id="a", session_id="b", description="x", target_duration_s=0.2)
+
+
+@pytest.mark.parametrize("characters", [[" "], ["\t", "Kai"], ["!!"], ["\u3000"], ["a b", " c"]])
+def test_odd_character_names_do_not_break_the_planner(characters):
+    """Found by the event fuzzing: a blank or punctuation-only name crashed the clause splitter."""
+    from events.models import SceneRequested
+
+    request = SceneRequested(scene_id="s", session_id="s", description="Kai fights the dragon, then rests.",
+                             characters=characters)
+    plan = plan_scene(request, fps=4)
+    assert plan.shots and plan.shots[0].shot_number == 1
