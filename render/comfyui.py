@@ -116,9 +116,12 @@ class ComfyBackend:
 
     async def _load_template(self) -> WorkflowTemplate:
         name, data, sha = read_template_file(self.template_path)
+        info = None
         if is_ui_format(data):
-            data = ui_to_api(data, await self._object_info())
-        template = WorkflowTemplate.from_graph(name, data, sha)
+            info = await self._object_info()
+            data = ui_to_api(data, info)
+        # With /object_info at hand, sampler names and steps/cfg outside a node's range are checked by it.
+        template = WorkflowTemplate.from_graph(name, data, sha, object_info=info)
         # Without these the frames would not match the shot the scorer expects.
         template.require("width", "height", "frame_count")
         return template
@@ -143,6 +146,7 @@ class ComfyBackend:
                     "seed": spec.seed,
                     "steps": spec.steps,
                     "cfg": spec.cfg,
+                    "sampler": spec.sampler,  # mapped to ComfyUI's name; kept where not a valid choice
                     "width": spec.width,
                     "height": spec.height,
                     "frame_count": event.shot.frame_count,
