@@ -24,6 +24,20 @@ Method (CPU):
   minus ``VmRSS`` before it: every byte the call had live at its high point,
   torch and NumPy alike (tracemalloc would miss torch's allocations). Divided
   by 32 pairs for the per-pair figure.
+
+Method (CPU, the Scorer against its own SSIM):
+
+* In one process, ``--scorer-repeats`` rounds (after a warm-up), each timing in
+  turn ``ssim_pairs`` on the float frames, the Scorer on the same 33 frames as
+  PNG files (what the scorer agent passes) and the Scorer on the uint8 frames
+  as a tensor. Load from other processes on a shared machine hits all three
+  alike; the ratio is Scorer pairs/s / ssim_pairs pairs/s, reported as the
+  ratio of the medians with the spread of the per-round ratios.
+* Stage profile: during the PNG runs ``Scorer.stage_times`` collects seconds
+  per stage (scoring/profile.py: pool stages summed over worker threads, torch
+  stages as wall time on the calling thread); the table gives the median over
+  rounds in ms per pair. Pool stages are summed over the worker threads, which
+  run side by side, so the stages add up to more than the wall time per pair.
 """
 
 from __future__ import annotations
@@ -219,6 +233,109 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+#: Before the Scorer was reworked for issue 11 (item 2), kept as the baseline:
+#: the figures this section showed on 2026-11-26 (commit cb7e600), and a run of
+#: that code (tower-scoring/1.0.0) with this method on 2026-12-01, alternating
+#: with runs of 2.0.0 on the same machine (3 rounds; the median of three such
+#: runs by ratio). 1.0.0 has no stage_times: its stages were timed by wrapping
+#: the same functions (decode_image, prepare_frame, dis_flow inside
+#: analyse_pair, ssim_between, _temporal_ssim, the consistency features).
+BASELINE_RUNS: list[dict[str, object]] = [
+    {
+        "run": "2026-11-26, commit cb7e600 (Scorer timed after the contenders, not interleaved)",
+        "version": "tower-scoring/1.0.0",
+        "ssim": 38.3,
+        "png": 2.9,
+        "u8": None,
+        "ratio": 2.9 / 38.3,
+        "spread": None,
+    },
+    {
+        "run": "2026-12-01, before (this method, 3 rounds)",
+        "version": "tower-scoring/1.0.0",
+        "ssim": 50.6,
+        "png": 10.3,
+        "u8": None,
+        "ratio": 0.204,
+        "spread": "0.20-0.21",
+    },
+]
+#: ms per pair of the 2026-12-01 "before" run, same stage definitions.
+BASELINE_STAGES: dict[str, float] | None = {
+    "decode": 7.31,
+    "ssim": 17.21,
+    "grey": 0.33,
+    "flow": 64.54,
+    "warp": 19.91,
+    "mc_ssim": 28.02,
+    "consistency": 3.93,
+    "composite": 0.0,
+}
+BASELINE_STAGES_NOTE = "96.7"
+
+
+@dataclass
+class ScorerRun:
+    """The Scorer against its own SSIM, interleaved (see module docstring)."""
+
+    ssim_s: list[float]
+    png_s: list[float]
+    u8_s: list[float]
+    stages: dict[str, float]  # median seconds per call, PNG runs
+    workers: int
+
+    @staticmethod
+    def rate(seconds: list[float]) -> float:
+        return PAIRS / statistics.median(seconds)
+
+    @property
+    def ratio(self) -> float:
+        return self.rate(self.png_s) / self.rate(self.ssim_s)
+
+    @property
+    def round_ratios(self) -> list[float]:
+        return [a / b for a, b in zip(self.ssim_s, self.png_s, strict=True)]
+
+
+def run_scorer_vs_ssim(u8: np.ndarray, repeats: int) -> ScorerRun:
+    """ssim_pairs vs Scorer (PNG files, uint8 tensor), interleaved, with the Scorer's stage profile."""
+    from scoring import Scorer, ScorerConfig, ShotInput, ssim_pairs
+    from scoring.profile import STAGES, StageTimes
+
+    x = float_frames(u8)
+    frames_u8 = torch.from_numpy(u8).permute(0, 3, 1, 2)
+    with tempfile.TemporaryDirectory() as d, Scorer(ScorerConfig(device="cpu")) as scorer:
+        paths = _write_pngs(u8, Path(d))
+        png_shot = [ShotInput(paths, expected_motion=0.5)]
+        u8_shot = [ShotInput(frames_u8, expected_motion=0.5)]
+        for shot in (png_shot, u8_shot):
+            result = scorer.score_shots(shot)[0]
+            if result.status != "ok":
+                raise RuntimeError(f"scorer failed on benchmark frames: {result.reason}")
+        ssim_pairs(x, 1.0)
+        ssim_s: list[float] = []
+        png_s: list[float] = []
+        u8_s: list[float] = []
+        profiles: list[dict[str, float]] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ssim_pairs(x, 1.0)
+            ssim_s.append(time.perf_counter() - t0)
+            times = StageTimes()
+            scorer.stage_times = times
+            t0 = time.perf_counter()
+            scorer.score_shots(png_shot)
+            png_s.append(time.perf_counter() - t0)
+            scorer.stage_times = None
+            profiles.append(times.snapshot())
+            t0 = time.perf_counter()
+            scorer.score_shots(u8_shot)
+            u8_s.append(time.perf_counter() - t0)
+        workers = scorer.config.resolved_workers()
+    stages = {k: statistics.median(p[k] for p in profiles) for k in STAGES}
+    return ScorerRun(ssim_s=ssim_s, png_s=png_s, u8_s=u8_s, stages=stages, workers=workers)
+
+
 @dataclass
 class Row:
     name: str
@@ -228,7 +345,9 @@ class Row:
     peak_bytes: int | None
 
 
-def run_cpu(repeats: int, threads: int, with_memory: bool) -> tuple[list[Row], dict[str, str]]:
+def run_cpu(
+    repeats: int, threads: int, with_memory: bool, scorer_repeats: int
+) -> tuple[list[Row], dict[str, str], ScorerRun]:
     torch.set_num_threads(threads)
     u8 = make_frames()
     x = float_frames(u8)
@@ -236,20 +355,14 @@ def run_cpu(repeats: int, threads: int, with_memory: bool) -> tuple[list[Row], d
     oracle = contenders["torchmetrics"][1](x)
     diffs = {k: float((fn(x).double() - oracle.double()).abs().max()) for k, (_, fn) in contenders.items()}
     secs = interleaved_medians({k: (lambda fn=fn: fn(x)) for k, (_, fn) in contenders.items()}, repeats)
+    scorer_run = run_scorer_vs_ssim(u8, scorer_repeats)
 
-    from scoring import SCORER_VERSION, Scorer, ScorerConfig, ShotInput
-
-    with tempfile.TemporaryDirectory() as d, Scorer(ScorerConfig(device="cpu")) as scorer:
-        paths = _write_pngs(u8, Path(d))
-        shot = [ShotInput(paths, expected_motion=0.5)]
-        result = scorer.score_shots(shot)[0]
-        if result.status != "ok":
-            raise RuntimeError(f"scorer failed on benchmark frames: {result.reason}")
-        e2e = interleaved_medians({"e2e": lambda: scorer.score_shots(shot)}, max(1, repeats // 2 + 1))["e2e"]
-        workers = scorer.config.resolved_workers()
+    from scoring import SCORER_VERSION
 
     rows = [Row(k, contenders[k][0], secs[k], diffs[k], None) for k in contenders]
-    rows.append(Row("tower Scorer end to end", "PNG files in, ShotScore out", e2e, None, None))
+    rows.append(
+        Row("tower Scorer end to end", "PNG files in, ShotScore out", statistics.median(scorer_run.png_s), None, None)
+    )
     if with_memory:
         for r in rows:
             r.peak_bytes = measure_memory(r.name, threads)
@@ -258,11 +371,12 @@ def run_cpu(repeats: int, threads: int, with_memory: bool) -> tuple[list[Row], d
         "cpu_count": str(os.cpu_count()),
         "torch": torch.__version__,
         "threads": str(threads),
-        "workers": str(workers),
+        "workers": str(scorer_run.workers),
         "scorer_version": SCORER_VERSION,
         "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
     }
-    return rows, info
+    return rows, info, scorer_run
 
 
 # -------------------------------------------------------------------- GPU
@@ -403,7 +517,64 @@ def _mib(b: int | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.1f}"
 
 
-def format_cpu(rows: list[Row], info: dict[str, str], repeats: int) -> str:
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def format_scorer(run: ScorerRun, info: dict[str, str]) -> list[str]:
+    """The 'Scorer vs its SSIM' part of the CPU section: rates, ratio, stage profile, baseline."""
+    from scoring.profile import STAGES
+
+    rates = {k: [PAIRS / t for t in v] for k, v in (("ssim", run.ssim_s), ("png", run.png_s), ("u8", run.u8_s))}
+    n = len(run.ssim_s)
+    lines = [
+        "### The Scorer against its own SSIM",
+        "",
+        f"Same frames, {n} interleaved rounds in one process (`--scorer-repeats`): `ssim_pairs` on the float "
+        "frames, then the Scorer end to end from the 33 PNG files (what the scorer agent passes: decoding, "
+        "temporal SSIM, flow, warping, motion-compensated SSIM, consistency, composite), then the Scorer from "
+        f"the uint8 frames as a tensor. Scorer worker threads = {run.workers}, torch threads = "
+        f"{info['threads']}. Rates are medians, [min-max] over the rounds; ratio = Scorer (PNG) pairs/s / "
+        "`ssim_pairs` pairs/s, the ratio of the medians and [min-max] of the per-round ratios.",
+        "",
+        "| run | scorer version | ssim_pairs pairs/s | Scorer pairs/s, PNG files | Scorer pairs/s, uint8 frames "
+        "| ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for b in BASELINE_RUNS:
+        u8 = "-" if b["u8"] is None else f"{b['u8']:.1f}"
+        spread = "" if b["spread"] is None else f" [{b['spread']}]"
+        lines.append(
+            f"| {b['run']} | {b['version']} | {b['ssim']:.1f} | {b['png']:.1f} | {u8} | {b['ratio']:.2f}{spread} |"
+        )
+    lines.append(
+        f"| this run, {info['date']} | {info['scorer_version']} | {run.rate(run.ssim_s):.1f} "
+        f"[{_spread(rates['ssim'])}] | {run.rate(run.png_s):.1f} [{_spread(rates['png'])}] "
+        f"| {run.rate(run.u8_s):.1f} [{_spread(rates['u8'])}] | **{run.ratio:.2f}** [{_spread(run.round_ratios)}] |"
+    )
+    wall = 1000 * statistics.median(run.png_s) / PAIRS
+    lines += [
+        "",
+        "Stage profile of the PNG runs, ms per pair (median over rounds; `Scorer.stage_times`, "
+        "scoring/profile.py). `ssim` (torch, all threads) and `composite` are wall time on the calling thread; "
+        "the other stages run on the pool and are summed over its worker threads, which run side by side, so "
+        "the sum exceeds the wall time. In 1.0.0 `mc_ssim` was a torch pass on the calling thread; in 2.0.0 it "
+        "runs per pair in the pool on CPU.",
+        "",
+        "| stage | " + ("before (tower-scoring/1.0.0) | " if BASELINE_STAGES else "") + "this run |",
+        "|---|" + ("---:|" if BASELINE_STAGES else "") + "---:|",
+    ]
+    for k in STAGES:
+        before = f" {BASELINE_STAGES.get(k, 0.0):.2f} |" if BASELINE_STAGES else ""
+        lines.append(f"| {k} |{before} {1000 * run.stages[k] / PAIRS:.2f} |")
+    total_before = f" {sum(BASELINE_STAGES.values()):.1f} |" if BASELINE_STAGES else ""
+    lines.append(f"| sum of stages |{total_before} {1000 * sum(run.stages.values()) / PAIRS:.1f} |")
+    wall_before = f" {BASELINE_STAGES_NOTE} |" if BASELINE_STAGES else ""
+    lines.append(f"| wall time per pair |{wall_before} {wall:.1f} |")
+    return lines
+
+
+def format_cpu(rows: list[Row], info: dict[str, str], repeats: int, scorer_run: ScorerRun | None = None) -> str:
     fastest_other = max(PAIRS / r.seconds for r in rows if not r.name.startswith("tower"))
     ours = next(r for r in rows if r.name == "tower ssim_pairs")
     lines = [
@@ -411,7 +582,7 @@ def format_cpu(rows: list[Row], info: dict[str, str], repeats: int) -> str:
         "",
         f"Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}, "
         f"Python {info['python']}; torch threads = {info['threads']} for every torch contender; "
-        f"Scorer worker threads = {info['workers']}; {info['scorer_version']}.",
+        f"Scorer worker threads = {info['workers']}; {info['scorer_version']}; {info.get('date', '')}.",
         "",
         f"Workload: {N_FRAMES} frames of 3x{SIZE}x{SIZE} float32 -> {PAIRS} consecutive pairs. "
         f"Median of {repeats} interleaved runs after a warm-up. Peak = extra RSS at the high point of one "
@@ -434,11 +605,11 @@ def format_cpu(rows: list[Row], info: dict[str, str], repeats: int) -> str:
     lines += [
         "",
         f"tower ssim_pairs vs the fastest other contender: {PAIRS / ours.seconds / fastest_other:.2f}x. "
-        "The end-to-end row includes PNG decoding, temporal SSIM, DIS optical flow both ways for every pair, "
-        "warping, motion-compensated SSIM and consistency features; in a stage profile the motion stage (flow, "
-        "warping, motion-compensated SSIM) takes about three quarters of its time. Its MiB/pair column is the "
-        "peak divided by 32 pairs.",
+        "The end-to-end row is the median of the PNG runs below (its own rounds, interleaved with "
+        "`ssim_pairs`, not with the other contenders). Its MiB/pair column is the peak divided by 32 pairs.",
     ]
+    if scorer_run is not None:
+        lines += ["", *format_scorer(scorer_run, info)]
     return "\n".join(lines)
 
 
@@ -460,9 +631,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scoring", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="benchmark on CUDA (end to end from uint8 frames)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--scorer-repeats", type=int, default=9, help="interleaved rounds of ssim_pairs / Scorer (PNG) / Scorer (uint8)"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads for all")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
+    ap.add_argument(
+        "--scorer-only",
+        action="store_true",
+        help="only the Scorer against ssim_pairs (rates, ratio, stage profile); prints, never writes",
+    )
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -482,9 +661,17 @@ def main(argv: list[str] | None = None) -> int:
         rows, info = run_gpu(torch.device("cuda"), args.repeats)
         body = format_gpu(rows, info, args.repeats)
         tag, title = "scoring-gpu", "Scoring (GPU)"
+    elif args.scorer_only:
+        torch.set_num_threads(args.threads)
+        from scoring import SCORER_VERSION
+
+        run = run_scorer_vs_ssim(make_frames(), args.scorer_repeats)
+        info = {"threads": str(args.threads), "date": time.strftime("%Y-%m-%d"), "scorer_version": SCORER_VERSION}
+        print("\n".join(format_scorer(run, info)))
+        return 0
     else:
-        cpu_rows, cpu_info = run_cpu(args.repeats, args.threads, not args.no_memory)
-        body = format_cpu(cpu_rows, cpu_info, args.repeats)
+        cpu_rows, cpu_info, scorer_run = run_cpu(args.repeats, args.threads, not args.no_memory, args.scorer_repeats)
+        body = format_cpu(cpu_rows, cpu_info, args.repeats, scorer_run)
         tag, title = "scoring", "Scoring"
     print(body)
     if not args.no_write:

@@ -18,7 +18,7 @@ from scoring.flow import FlowPreset
 
 #: Identifies the scoring definition. Bump the major version whenever a change
 #: can alter a score for the same input, so the learner never mixes scales.
-SCORER_VERSION = "tower-scoring/1.0.0"
+SCORER_VERSION = "tower-scoring/2.0.0"
 
 
 class ScorerConfig(BaseModel):
@@ -37,10 +37,23 @@ class ScorerConfig(BaseModel):
     #: Threads for decoding, optical flow and keypoints (OpenCV releases the GIL).
     #: None = min(8, os.cpu_count()).
     workers: int | None = Field(None, ge=1)
+    #: DIS preset of the forward flow (t -> t+1), which drives warping, warp
+    #: error, motion-compensated SSIM and the motion statistics.
     flow_preset: FlowPreset = "medium"
-    #: Flow, warping and motion-compensated SSIM run with the longer side scaled
-    #: down to this many pixels (None = native). Motion magnitudes are reported
-    #: in native pixels and as fractions of the diagonal either way.
+    #: DIS preset of the backward flow (t+1 -> t), used only by the
+    #: forward-backward occlusion check; None = ``flow_preset``. A coarser
+    #: backward flow can only mark more pixels occluded (a slightly wider band at
+    #: motion boundaries); measured effect in docs/SCORING.md ("Working resolution").
+    backward_flow_preset: FlowPreset | None = "fast"
+    #: Flow, warping and motion-compensated SSIM run at a working resolution:
+    #: the frame scaled by ``motion_scale`` (0.5 = half resolution, a quarter
+    #: of the pixels), but never with the longer side below ``motion_min_side``
+    #: (smaller frames stay native) nor above ``flow_max_side`` (None = no cap).
+    #: Motion magnitudes are reported in native pixels and as fractions of the
+    #: diagonal either way. The half-resolution default and its measured effect
+    #: on the metrics are documented in docs/SCORING.md ("Working resolution").
+    motion_scale: float = Field(0.5, gt=0.0, le=1.0)
+    motion_min_side: int = Field(256, ge=32)
     flow_max_side: int | None = Field(1024, ge=64)
     #: A pixel "moves" when its flow exceeds this many native pixels per frame.
     moving_threshold_px: float = Field(1.0, gt=0.0)

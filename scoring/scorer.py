@@ -1,18 +1,26 @@
 """The top-level API: score shots end to end (files or tensors in, ShotScore out).
 
-Pipeline per call to :meth:`Scorer.score_shots`:
+Pipeline per call to :meth:`Scorer.score_shots` (per frame size, stages 2-5):
 
-1. Load: all frame files of all shots decode in one thread pool; tensors are
-   validated (NaN/Inf, range, shape) and quantised to uint8.
-2. Temporal SSIM: shots of the same size are concatenated and every consecutive
-   pair is scored in chunked passes on the device (uint8 upload, float on device,
-   per-frame blur reuse; see scoring/ssim.py). The pair straddling two shots is
-   computed and discarded, which costs one pair per shot boundary.
-3. Motion: DIS flow both ways per pair on CPU threads, warping, occlusion masks,
-   warp error, brightness residual; then motion-compensated SSIM of each chunk of
-   pairs in one device pass.
-4. Consistency against the reference (embedding backend + ORB keypoints).
+1. Load: all frame files of all shots decode in one thread pool, straight to
+   HxWx3 uint8 RGB; tensors are validated (NaN/Inf, range, shape) and quantised
+   to uint8.
+2. Temporal SSIM, alone (torch uses every core): shots of the same size are
+   concatenated and every consecutive pair is scored in chunked passes on the
+   device (uint8 upload, float on device, per-frame blur reuse; see
+   scoring/ssim.py). The pair straddling two shots is computed and discarded,
+   which costs one pair per shot boundary.
+3. Everything else that runs on CPU threads is queued on the pool at once:
+   consistency features (ORB keypoints, weight-free embeddings), frame
+   preparation at the motion working resolution (once per frame), and per pair
+   DIS flow both ways, warping, occlusion mask, warp error, brightness residual,
+   motion statistics and, on CPU, motion-compensated SSIM (OpenCV). On an
+   accelerator the motion-compensated SSIM of each chunk of pairs runs in one
+   device pass while the pool works on the next pairs.
+4. Consistency against the reference (embedding backend + keypoint agreement).
 5. Composite (scoring/composite.py).
+
+Stage timing for benchmarks: ``Scorer.stage_times`` (scoring/profile.py).
 
 Error contract: ``score_shots`` never raises. Every shot gets a ShotScore, in
 input order; bad input (missing/corrupt file, mixed sizes, fewer than 2 frames,
@@ -24,9 +32,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, TypeVar
@@ -42,7 +50,8 @@ from scoring.composite import motion_level, subscores
 from scoring.config import SCORER_VERSION, ScorerConfig, resolve_device
 from scoring.frames import FrameError, check_same_size, decode_many, tensor_to_frames, to_device_float
 from scoring.models import ShotInput, ShotScore
-from scoring.ssim import frames_per_chunk, ssim_between, ssim_pairs
+from scoring.profile import StageTimes, timed
+from scoring.ssim import frames_per_chunk, ssim_between, ssim_hwc_uint8, ssim_pairs
 
 T = TypeVar("T")
 
@@ -58,10 +67,11 @@ def is_transient_device_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text and ("cuda" in text or "hip" in text))
 
-#: Bytes held per pair of a motion chunk, in float32 maps of 3 x H x W at flow
-#: resolution: the two float frames uploaded for motion-compensated SSIM, the
-#: warped uint8 frame, mask and flows while the chunk is alive. ssim_between
-#: bounds its own intermediates with max_batch_bytes separately.
+
+#: Bytes held per pair of a motion chunk on an accelerator, in float32 maps of
+#: 3 x H x W at the working resolution: the two float frames uploaded for
+#: motion-compensated SSIM, the warped uint8 frame and mask while the chunk is
+#: alive. ssim_between bounds its own intermediates with max_batch_bytes separately.
 _MC_MAPS_PER_PAIR = 3.0
 
 
@@ -79,6 +89,56 @@ class _Shot:
     ssim: np.ndarray | None = None
 
 
+@dataclass
+class _ConsistencyJobs:
+    """Pool futures of one shot's consistency features (reference first, then sampled frames)."""
+
+    indices: list[int]
+    frames: list[np.ndarray]
+    embeddings: list[Future[np.ndarray]] | None
+    keypoints: list[Future[cons.Keypoints]]
+
+
+@dataclass
+class _MotionRun:
+    """Per-pair flow + warping jobs of one size group, submitted at most ``window`` pairs ahead
+    of the motion-compensated SSIM passes that consume them ``chunk`` pairs at a time."""
+
+    scale: float
+    chunk: int
+    window: int
+    prepared: dict[int, list[Future[flow.PreparedFrame]]]
+    analyse: Callable[[tuple[Any, int]], Any]
+    pool: ThreadPoolExecutor
+    jobs: list[tuple[Any, int]] = field(default_factory=list)
+    submitted: int = 0
+    in_flight: deque[tuple[tuple[Any, int], Future[Any]]] = field(default_factory=deque)
+
+    def top_up(self) -> None:
+        while self.submitted < len(self.jobs) and len(self.in_flight) < self.window:
+            job = self.jobs[self.submitted]
+            self.in_flight.append((job, self.pool.submit(self.analyse, job)))
+            self.submitted += 1
+
+    def take_chunk(self) -> list[tuple[tuple[Any, int], Any]]:
+        """The next ``chunk`` analysed pairs, in order (blocks until they are done)."""
+        out = []
+        while self.in_flight and len(out) < self.chunk:
+            job, fut = self.in_flight.popleft()
+            out.append((job, fut.result()))
+        self.top_up()
+        return out
+
+    def cancel(self) -> None:
+        """Drop what has not started (after an error, or nothing left)."""
+        self.submitted = len(self.jobs)
+        while self.in_flight:
+            self.in_flight.popleft()[1].cancel()
+        for futs in self.prepared.values():
+            for f in futs:
+                f.cancel()
+
+
 def _is_path(x: object) -> bool:
     return isinstance(x, (str, os.PathLike))
 
@@ -93,12 +153,21 @@ class Scorer:
     Thread-safety: ``score_shots`` keeps no state on the Scorer between or
     during calls (DIS instances are per thread), so concurrent calls, e.g. from
     ``asyncio.to_thread``, are safe; they share the worker pool.
+
+    ``stage_times``: set to a :class:`scoring.profile.StageTimes` to collect
+    seconds per pipeline stage (benchmarks); None (default) = no timing.
     """
+
+    stage_times: StageTimes | None = None
 
     def __init__(self, config: ScorerConfig | None = None, *, embedding_backend: cons.EmbeddingBackend | None = None):
         self.config = config or ScorerConfig()
         self.device = resolve_device(self.config.device)
         self._pool = ThreadPoolExecutor(max_workers=self.config.resolved_workers(), thread_name_prefix="tower-scoring")
+        # Motion-compensated SSIM: on an accelerator, batched passes of ssim_between
+        # on the device; on CPU, ssim_hwc_uint8 in the worker that warped the pair
+        # (same definition, agree within 1e-6; see docs/SCORING.md).
+        self._mc_on_device = self.device.type != "cpu"
         self.embedding_backend: cons.EmbeddingBackend = embedding_backend or cons.WeightFreeEmbedding(self._pool)
 
     def close(self) -> None:
@@ -172,14 +241,7 @@ class Scorer:
                 groups[s.frames[0].shape[:2]].append(s)
         with torch.inference_mode():
             for (h, w), group in groups.items():
-                self._guard(group, "temporal SSIM", self._temporal_ssim, group, h, w)
-                ok = [s for s in group if s.error is None]
-                self._guard(ok, "motion analysis", self._motion, ok, h, w)
-                for s in group:
-                    if s.error is None:
-                        self._guard([s], "consistency", self._consistency, s)
-                    if s.error is None:
-                        self._guard([s], "composite", self._composite, s)
+                self._score_group(group, h, w)
         out = []
         for s in shots:
             sid = getattr(s.inp, "shot_id", None)
@@ -216,7 +278,8 @@ class Scorer:
             fr = inp.frames
             try:
                 if isinstance(fr, Tensor):
-                    s.frames = tensor_to_frames(fr)
+                    with timed(self.stage_times, "decode"):
+                        s.frames = tensor_to_frames(fr)
                 elif _is_path(fr) or not isinstance(fr, Sequence):
                     s.error = "frames must be a sequence of image paths or a [N, C, H, W] tensor"
                     continue
@@ -247,7 +310,7 @@ class Scorer:
                 s.error = f"shot has {n} frame(s); temporal metrics need at least 2"
 
         live = [(s, i, p) for s, i, p in jobs if s.error is None]
-        decoded = decode_many([p for _, _, p in live], self._pool)
+        decoded = decode_many([p for _, _, p in live], self._pool, self.stage_times)
         for (s, i, _), img in zip(live, decoded, strict=True):
             if s.error is not None:
                 continue
@@ -287,54 +350,120 @@ class Scorer:
             s.ssim = values[offset : offset + m - 1]
             offset += m
 
-    def _motion(self, group: list[_Shot], h: int, w: int) -> None:
-        """Flow, warp error, flicker and motion-compensated SSIM for each shot."""
-        cfg = self.config
-        scale = flow.flow_scale(h, w, cfg.flow_max_side)
-        prepared: dict[int, list[flow.PreparedFrame]] = {}
+    def _score_group(self, group: list[_Shot], h: int, w: int) -> None:
+        """All stages for the shots of one frame size.
+
+        Temporal SSIM first, alone: torch uses every core for it, and running
+        pool work at the same time only oversubscribes the cores (measured on
+        2 cores: 90 vs 76 CPU-ms per pair, 48 vs 40 ms wall). Then the CPU-thread
+        work (consistency keypoints and embeddings, frame preparation, flow,
+        warping and, on CPU, motion-compensated SSIM) is queued on the pool at
+        once; on an accelerator the motion-compensated SSIM of each chunk of
+        pairs runs on the device while the pool computes the next pairs' flow.
+        """
+        st = self.stage_times
+        with timed(st, "ssim"):
+            self._guard(group, "temporal SSIM", self._temporal_ssim, group, h, w)
+        group = [s for s in group if s.error is None]
+        if not group:
+            return
+        cons_jobs = {s.index: self._guard([s], "consistency", self._start_consistency, s) for s in group}
+        motion = self._guard(group, "motion analysis", self._start_motion, group, h, w)
+        try:
+            ok = [s for s in group if s.error is None]
+            if motion is not None and ok:
+                self._guard(ok, "motion analysis", self._finish_motion, motion, ok, h, w)
+        finally:
+            if motion is not None:
+                motion.cancel()
         for s in group:
-            prepared[s.index] = list(self._pool.map(lambda f: flow.prepare_frame(f, scale), s.frames))
-        wh, ww = prepared[group[0].index][0].gray.shape
-        # Half the memory bound for the chunk's own buffers, half for ssim_between.
-        per_pair = _MC_MAPS_PER_PAIR * 3 * wh * ww * 4
-        chunk = max(1, int(cfg.max_batch_bytes // 2 // per_pair))
-        # Enough pairs in flight to keep every flow worker busy, no more: the
-        # warped frames of a chunk are held until its SSIM pass.
-        chunk = min(chunk, 4 * cfg.resolved_workers())
+            if s.error is None:
+                self._guard([s], "consistency", self._finish_consistency, s, cons_jobs[s.index])
+            if s.error is None:
+                with timed(st, "composite"):
+                    self._guard([s], "composite", self._composite, s)
 
-        jobs = [(s, t) for s in group for t in range(len(s.frames) - 1)]
-        stats: dict[int, list[tuple[flow.PairMotion, float]]] = defaultdict(list)
+    def _start_motion(self, group: list[_Shot], h: int, w: int) -> _MotionRun:
+        """Queue frame preparation and per-pair flow + warping on the pool (bounded look-ahead)."""
+        cfg = self.config
+        st = self.stage_times
+        scale = flow.flow_scale(h, w, cfg.flow_max_side, cfg.motion_scale, cfg.motion_min_side)
 
-        def analyse(job: tuple[_Shot, int]) -> flow.PairMotion | Exception:
+        def prepare(f: np.ndarray) -> flow.PreparedFrame:
+            with timed(st, "grey"):
+                return flow.prepare_frame(f, scale)
+
+        prepared = {s.index: [self._pool.submit(prepare, f) for f in s.frames] for s in group}
+
+        mc_in_pool = not self._mc_on_device
+
+        def analyse(job: tuple[_Shot, int]) -> tuple[flow.PairMotion, float | None] | Exception:
             s, t = job
-            p = prepared[s.index]
             try:
-                return flow.analyse_pair(
-                    p[t], p[t + 1], scale=scale, preset=cfg.flow_preset, moving_threshold_px=cfg.moving_threshold_px
-                )
+                # Futures submitted before this job: already started (FIFO pool), so no deadlock.
+                a, b = prepared[s.index][t].result(), prepared[s.index][t + 1].result()
+                with timed(st, "flow"):
+                    fw, bw = flow.pair_flows(a, b, cfg.flow_preset, cfg.backward_flow_preset)
+                with timed(st, "warp"):
+                    r = flow.measure_pair(a, b, fw, bw, scale=scale, moving_threshold_px=cfg.moving_threshold_px)
+                if not mc_in_pool:
+                    return r, None
+                with timed(st, "mc_ssim"):
+                    mc = ssim_hwc_uint8(a.rgb, r.warped, r.valid)
+                return r.without_images(), mc
             except Exception as exc:  # isolate the shot, not the batch
                 return exc
 
-        for c0 in range(0, len(jobs), chunk):
-            part = jobs[c0 : c0 + chunk]
-            results = list(self._pool.map(analyse, part))
+        wh, ww = max(1, round(h * scale)), max(1, round(w * scale))
+        if mc_in_pool:
+            # Results hold statistics only: no memory bound on the look-ahead.
+            chunk, window = 4 * cfg.resolved_workers(), 1 << 30
+        else:
+            # Half the memory bound for the chunk's own buffers, half for ssim_between.
+            per_pair = _MC_MAPS_PER_PAIR * 3 * wh * ww * 4
+            chunk = max(1, int(cfg.max_batch_bytes // 2 // per_pair))
+            # Enough pairs per SSIM pass to keep every flow worker busy meanwhile.
+            chunk = min(chunk, 4 * cfg.resolved_workers())
+            # Pairs analysed ahead of the SSIM passes hold a warped frame and a mask
+            # (4 bytes per working pixel): a quarter of the memory bound for those.
+            window = max(2 * chunk, int(cfg.max_batch_bytes // 4 // (4 * wh * ww)))
+        run = _MotionRun(scale=scale, chunk=chunk, window=window, prepared=prepared, analyse=analyse, pool=self._pool)
+        run.jobs = [(s, t) for s in group for t in range(len(s.frames) - 1)]
+        run.top_up()
+        return run
+
+    def _finish_motion(self, run: _MotionRun, group: list[_Shot], h: int, w: int) -> None:
+        """Motion-compensated SSIM of each chunk of analysed pairs, then per-shot motion metrics."""
+        cfg = self.config
+        stats: dict[int, list[tuple[flow.PairMotion, float]]] = defaultdict(list)
+        while any(s.error is None for s in group):
+            part = run.take_chunk()
+            if not part:
+                break
             good = []
-            for (s, t), r in zip(part, results, strict=True):
-                if isinstance(r, Exception):
+            for (s, t), res in part:
+                if isinstance(res, Exception):
                     if s.error is None:
-                        s.error = f"optical flow failed on pair {t}: {type(r).__name__}: {r}"
+                        s.error = f"optical flow failed on pair {t}: {type(res).__name__}: {res}"
                 elif s.error is None:
-                    good.append((s, t, r))
+                    r, mc_value = res
+                    if mc_value is None:
+                        good.append((s, t, r))
+                    else:
+                        stats[s.index].append((r, mc_value))
             if not good:
                 continue
-            x = to_device_float([prepared[s.index][t].rgb for s, t, _ in good], self.device)
-            y = to_device_float([r.warped for _, _, r in good], self.device)
-            mask = torch.from_numpy(np.stack([r.valid for _, _, r in good]))[:, None].to(self.device)
-            mc = ssim_between(x, y, 1.0, mask=mask, max_batch_bytes=cfg.max_batch_bytes // 2).double().cpu().numpy()
-            del x, y, mask
+            with timed(self.stage_times, "mc_ssim"):
+                x = to_device_float([run.prepared[s.index][t].result().rgb for s, t, _ in good], self.device)
+                y = to_device_float([r.warped for _, _, r in good], self.device)
+                mask = torch.from_numpy(np.stack([r.valid for _, _, r in good]))[:, None].to(self.device)
+                mc = ssim_between(x, y, 1.0, mask=mask, max_batch_bytes=cfg.max_batch_bytes // 2)
+                mc = mc.double().cpu().numpy()
+                del x, y, mask
             for (s, _, r), v in zip(good, mc, strict=True):
                 # Keep statistics only; the warped frames are dropped with the chunk.
-                stats[s.index].append((r, float(v)))
+                stats[s.index].append((r.without_images(), float(v)))
+        scale = run.scale
 
         for s in group:
             if s.error is not None:
@@ -372,15 +501,42 @@ class Scorer:
                 flow_scale=scale,
             )
 
-    def _consistency(self, s: _Shot) -> None:
+    def _start_consistency(self, s: _Shot) -> _ConsistencyJobs:
+        """Queue the reference's and sampled frames' keypoints (and weight-free embeddings) on the pool."""
+        st = self.stage_times
+        ref = s.frames[0] if s.reference is None else s.reference
+        idx = cons.sample_indices(len(s.frames), self.config.consistency_max_frames, s.reference is None)
+        frames = [ref, *(s.frames[i] for i in idx)]
+
+        def timed_call(fn: Callable[[np.ndarray], T]) -> Callable[[np.ndarray], T]:
+            def call(f: np.ndarray) -> T:
+                with timed(st, "consistency"):
+                    return fn(f)
+
+            return call
+
+        backend = self.embedding_backend
+        embeddings = None
+        if type(backend) is cons.WeightFreeEmbedding:  # per-frame jobs, no nested pool.map
+            embeddings = [self._pool.submit(timed_call(cons.weight_free_features), f) for f in frames]
+        keypoints = [self._pool.submit(timed_call(cons.orb_keypoints), f) for f in frames]
+        return _ConsistencyJobs(indices=idx, frames=frames, embeddings=embeddings, keypoints=keypoints)
+
+    def _finish_consistency(self, s: _Shot, jobs: _ConsistencyJobs) -> None:
+        with timed(self.stage_times, "consistency"):
+            self._consistency(s, jobs)
+
+    def _consistency(self, s: _Shot, jobs: _ConsistencyJobs) -> None:
         cfg = self.config
         ref_is_first = s.reference is None
-        ref = s.frames[0] if s.reference is None else s.reference
-        idx = cons.sample_indices(len(s.frames), cfg.consistency_max_frames, ref_is_first)
-        sampled = [s.frames[i] for i in idx]
+        idx = jobs.indices
+        ref, *sampled = jobs.frames
         backend = self.embedding_backend
-        if isinstance(backend, cons.WeightFreeEmbedding):
-            embs = torch.from_numpy(np.stack(backend.embed_uint8([ref, *sampled])))
+        if jobs.embeddings is not None:
+            embs = torch.from_numpy(np.stack([f.result() for f in jobs.embeddings]))
+            e_ref, e_frames = embs[0], embs[1:]
+        elif isinstance(backend, cons.WeightFreeEmbedding):
+            embs = torch.from_numpy(np.stack(backend.embed_uint8(jobs.frames)))
             e_ref, e_frames = embs[0], embs[1:]
         else:
             e_ref = backend.embed(to_device_float([ref], self.device))[0]
@@ -394,7 +550,7 @@ class Scorer:
             raise ValueError(f"embedding backend {backend.name!r} returned non-finite values")
         emb = cons.embedding_similarity(e_ref.cpu(), e_frames.cpu()).tolist()
 
-        kps = list(self._pool.map(cons.orb_keypoints, [ref, *sampled]))
+        kps = [f.result() for f in jobs.keypoints]
         used = kps[0].count >= cons.MIN_REFERENCE_KEYPOINTS
         kp = [cons.keypoint_agreement(kps[0], k) for k in kps[1:]] if used else None
         per_frame = cons.combine(emb, kp, cfg.keypoint_weight)

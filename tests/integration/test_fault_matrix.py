@@ -42,7 +42,7 @@ from tower.kafka import read_topic
 from tower.settings import Settings
 from tower.worker import StageProcesses
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.kafka, pytest.mark.postgres]
 
 KAFKACTL = str(REPO / "infra/kafka/kafkactl")
 PGCTL = str(REPO / "infra/postgres/pgctl")
@@ -263,6 +263,15 @@ async def test_fault(scenario: str, run: Run):
         except SceneFailed as exc:
             assert "dead-lettered" in str(exc)
             failed.append(str(exc))
+    if redelivered_stage is not None:
+        # The restarted stage may rejoin after the scenes are done (the planner is not needed by
+        # then): wait until it has handled again what it handled before the kill.
+        latest = run.workers.log_dir / f"{redelivered_stage}.{run.workers.starts[redelivered_stage]}.log"
+        deadline = time.monotonic() + 120
+        while " handled " not in latest.read_text(errors="replace"):
+            run.workers.assert_alive()
+            assert time.monotonic() < deadline, f"the restarted {redelivered_stage} handled nothing\n{run.workers.tail()}"
+            await asyncio.sleep(0.3)
     run.workers.assert_alive()
 
     records = {spec.name: await read_topic(run.settings.kafka_bootstrap, run.settings.topic(spec.name))

@@ -35,7 +35,7 @@ from events.topics import TOPICS, TopicSpec, dead_letter_topic
 from tests.integration.harness import wait_for_group
 from tower.kafka import ensure_topics, read_topic
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 MESSAGES = 5_000
 VALID_PER_TOPIC = 80  # generated bodies per topic, reused under different mutations

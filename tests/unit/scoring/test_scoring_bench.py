@@ -48,3 +48,26 @@ def test_gpu_mode_fails_clearly_without_cuda(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench.main(["--gpu", "--no-write"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_scorer_section_reports_rates_ratio_and_stages() -> None:
+    from scoring.profile import STAGES
+
+    pairs = bench.PAIRS
+    run = bench.ScorerRun(
+        ssim_s=[pairs / 40.0, pairs / 50.0, pairs / 45.0],
+        png_s=[pairs / 20.0, pairs / 25.0, pairs / 24.0],
+        u8_s=[pairs / 26.0] * 3,
+        stages={k: 0.032 * (i + 1) for i, k in enumerate(STAGES)},
+        workers=2,
+    )
+    assert run.ratio == pytest.approx(24.0 / 45.0)
+    text = "\n".join(bench.format_scorer(run, {"threads": "2", "date": "2026-12-01", "scorer_version": "v"}))
+    assert (
+        "| this run, 2026-12-01 | v | 45.0 [40.00-50.00] | 24.0 [20.00-25.00] | 26.0 [26.00-26.00] | **0.53**" in text
+    )
+    for k in STAGES:
+        assert f"| {k} |" in text
+    assert "| wall time per pair |" in text
+    for b in bench.BASELINE_RUNS:  # the figures from before the rework stay in the table
+        assert f"| {b['run']} |" in text

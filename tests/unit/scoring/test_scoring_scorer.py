@@ -240,14 +240,20 @@ def test_inputs_that_break_the_decoder_fail_only_their_own_shot(tmp_path):
 
     # A PNG whose header claims 60000x60000 pixels: OpenCV refuses it with cv2.error.
     huge = tmp_path / "huge.png"
-    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+        + chunk(b"IEND", b"")
+    )
     scorer = Scorer(ScorerConfig(device="cpu"))
-    good, empty, bomb = scorer.score_shots([
-        ShotInput(frames=torch.rand(3, 3, 64, 64), expected_motion=0.5),
-        ShotInput(frames=torch.zeros(0, 3, 64, 64), expected_motion=0.5),
-        ShotInput(frames=[huge, huge], expected_motion=0.5),
-    ])
+    good, empty, bomb = scorer.score_shots(
+        [
+            ShotInput(frames=torch.rand(3, 3, 64, 64), expected_motion=0.5),
+            ShotInput(frames=torch.zeros(0, 3, 64, 64), expected_motion=0.5),
+            ShotInput(frames=[huge, huge], expected_motion=0.5),
+        ]
+    )
     assert good.status == "ok"
     assert empty.status == "failed" and "empty" in empty.reason
     assert bomb.status == "failed" and "undecodable image" in bomb.reason
@@ -281,3 +287,59 @@ def test_other_errors_still_fail_only_their_shot(
     monkeypatch.setattr(cpu_scorer, "_temporal_ssim", broken)
     [score] = cpu_scorer.score_shots([ShotInput(frames=shot_factory(6, speed=(1.0, 0.0)), expected_motion=0.5)])
     assert score.status == "failed" and "a bug" in (score.reason or "")
+
+
+# ------------------------------------------------------- speed-related paths
+
+
+def test_device_and_pool_motion_ssim_agree(shots: dict[str, ShotInput], results: dict[str, ShotScore]) -> None:
+    """On CPU, motion-compensated SSIM runs in the worker pool (OpenCV); on an accelerator in
+    batched ssim_between passes on the device. Forcing the device path on CPU must give the
+    same metrics within 1e-6."""
+    with Scorer(ScorerConfig(device="cpu", workers=2, max_batch_bytes=2_000_000)) as sc:
+        sc._mc_on_device = True
+        for name in ("static_flicker", "moving_action"):
+            r = sc.score_shots([shots[name]])[0]
+            for k, v in results[name].metrics.items():
+                if k.endswith("_worst_pair"):
+                    continue
+                assert r.metrics[k] == pytest.approx(v, abs=1e-6), (name, k)
+
+
+def test_stage_times_collect_every_stage(
+    cpu_scorer: Scorer,
+    shots: dict[str, ShotInput],
+    tmp_path: Path,
+    png_writer: Callable[[torch.Tensor, Path], list[Path]],
+) -> None:
+    from scoring.profile import STAGES, StageTimes
+
+    paths = png_writer(shots["moving_action"].frames, tmp_path / "shot")
+    times = StageTimes()
+    cpu_scorer.stage_times = times
+    try:
+        [r] = cpu_scorer.score_shots([ShotInput(paths, ACTION)])
+    finally:
+        cpu_scorer.stage_times = None
+    assert r.status == "ok"
+    got = times.snapshot()
+    assert set(got) == set(STAGES)
+    assert all(got[k] > 0 for k in STAGES if k != "composite")
+
+
+def test_half_resolution_motion_stays_within_documented_tolerance(shot_factory: Callable[..., torch.Tensor]) -> None:
+    """Motion at half resolution (the default for frames over 256 px) against native resolution,
+    on clean pans: the bounds documented in docs/SCORING.md ("Working resolution")."""
+    native = ScorerConfig(device="cpu", workers=2, motion_scale=1.0, backward_flow_preset=None)
+    half = ScorerConfig(device="cpu", workers=2)
+    shots = [ShotInput(shot_factory(5, 384, 384, speed=sp), 0.5) for sp in ((1.3, 0.6), (3.0, 1.0))]
+    with Scorer(native) as a, Scorer(half) as b:
+        ref, got = a.score_shots(shots), b.score_shots(shots)
+    for r, g in zip(ref, got, strict=True):
+        assert r.metrics["flow_scale"] == 1.0 and g.metrics["flow_scale"] == pytest.approx(256 / 384)
+        assert abs(g.metrics["mc_ssim_mean"] - r.metrics["mc_ssim_mean"]) < 0.005
+        assert abs(g.metrics["warp_error_mean"] - r.metrics["warp_error_mean"]) < 0.001
+        assert abs(g.metrics["motion_p95_px"] - r.metrics["motion_p95_px"]) < 0.15
+        assert abs(g.metrics["valid_fraction_mean"] - r.metrics["valid_fraction_mean"]) < 0.01
+        assert abs(g.composite - r.composite) < 0.03
+        assert g.metrics["ssim_mean"] == pytest.approx(r.metrics["ssim_mean"], abs=1e-6)  # temporal SSIM is native

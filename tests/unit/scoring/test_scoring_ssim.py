@@ -10,7 +10,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
 from scoring import ssim_between, ssim_pairs
-from scoring.ssim import PAD, gaussian_window
+from scoring.ssim import PAD, gaussian_window, ssim_hwc_uint8
 
 
 def _frames(n: int, c: int, h: int, w: int, noise: float, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -149,3 +149,30 @@ def test_float32_accuracy_against_float64() -> None:
     x = _frames(5, 3, 64, 64, 0.1, seed=6)
     exact = ssim_pairs(x.double(), 1.0)
     assert torch.allclose(ssim_pairs(x, 1.0).double(), exact, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------ 8-bit entry points
+
+
+def _u8_frames(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """uint8 [N, 3, H, W] (channels_last order, as decoded HWC frames stack)."""
+    x = _frames(n, 3, h, w, 0.2, seed=seed)
+    return (x * 255.0 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def test_opencv_ssim_matches_ssim_between() -> None:
+    """ssim_hwc_uint8 (OpenCV, the Scorer's CPU path for motion-compensated SSIM) and
+    ssim_between (torch, the device path) agree within 1e-6, masked or not."""
+    u8 = _u8_frames(2, 40, 56, seed=8)
+    x, y = (u8[i].permute(1, 2, 0).contiguous().numpy() for i in (0, 1))
+    mask = np.random.default_rng(0).random((40, 56)) > 0.3
+    xt, yt = u8[:1].float() / 255.0, u8[1:].float() / 255.0
+    ref = float(ssim_between(xt, yt, 1.0))
+    ref_masked = float(ssim_between(xt, yt, 1.0, mask=torch.from_numpy(mask)[None, None]))
+    assert ssim_hwc_uint8(x, y) == pytest.approx(ref, abs=1e-6)
+    assert ssim_hwc_uint8(x, y, mask) == pytest.approx(ref_masked, abs=1e-6)
+    assert float(tm_ssim(xt, yt, data_range=1.0)) == pytest.approx(ssim_hwc_uint8(x, y), abs=1e-5)
+    assert ssim_hwc_uint8(x, x) == 1.0 and ssim_hwc_uint8(x, x, mask) == 1.0  # exactly, like the torch paths
+    assert ssim_hwc_uint8(x, y, np.zeros((40, 56), bool)) == 0.0
+    with pytest.raises(ValueError, match="uint8"):
+        ssim_hwc_uint8(x.astype(np.float32), y)
