@@ -1,12 +1,15 @@
 """learner: projects every topic into Postgres and folds ``quality.scored`` into the pattern
-table; a score under the shot's threshold re-issues the shot (attempt + 1) within its budget."""
+table; a score under the shot's threshold re-issues the shot one rung up the escalation ladder
+(attempt + 1) within its budget, and a shot whose budget is spent is sent to human review."""
 
 from __future__ import annotations
 
+import asyncpg
+
 from agents.stage import DatabaseStage
-from director.learning import retry_of
+from director.escalation import retry_of, review_of, rung
 from events.envelope import Envelope
-from events.models import QualityScored
+from events.models import QualityScored, ShotPlanned, ShotReviewRequested
 from events.topics import TOPICS
 from store.projections import Origin, apply_dead_letter, apply_event
 
@@ -19,17 +22,18 @@ class Learner(DatabaseStage):
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         async with self.pool.acquire() as conn:
             await apply_event(conn, envelope, origin)
-            if not isinstance(envelope.value, QualityScored):
+            scored = envelope.value
+            if not isinstance(scored, QualityScored) or not self.settings.learner_emits_retries:
                 return []
-            retry = retry_of(envelope.value) if self.settings.learner_emits_retries else None
             # Sent unless the broker already has it: a redelivery after a crash between the
             # commit above and the produce re-sends it (same derived id); a replay does not.
-            if retry is None or await conn.fetchval(
+            if await conn.fetchval(
                 "SELECT retry_sent FROM scores WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
-                *_attempt_key(envelope.value),
+                *_attempt_key(scored),
             ):
                 return []
-        return [envelope.derive(retry, source=self.source)]
+            follow_up = await _follow_up(conn, scored)
+        return [envelope.derive(follow_up, source=self.source)] if follow_up else []
 
     async def on_dead_letter(self, key: bytes | None, headers: dict[str, str], origin: Origin) -> None:
         async with self.pool.acquire() as conn:
@@ -43,6 +47,23 @@ class Learner(DatabaseStage):
             )
 
 
+async def _follow_up(conn: asyncpg.Connection, scored: QualityScored) -> ShotPlanned | ShotReviewRequested | None:
+    """The retry one rung up the ladder, a review request when the budget is spent, or nothing."""
+    if scored.passed:
+        return None
+    best = await conn.fetchrow(
+        "SELECT attempt, composite, modifier FROM scores WHERE scene_id = $1 AND shot_number = $2"
+        " AND status = 'ok' ORDER BY composite DESC, attempt LIMIT 1",
+        scored.scene_id, scored.shot.shot_number,
+    )
+    if scored.attempt < scored.max_attempts:
+        keep = best["modifier"] if best and rung(scored.attempt + 1) == "workflow-setting" else None
+        return retry_of(scored, best_modifier=keep)
+    return review_of(
+        scored, best_attempt=best["attempt"] if best else None, best_composite=best["composite"] if best else None
+    )
+
+
 def _attempt_key(value: QualityScored) -> tuple[str, int, int]:
-    # One retry per attempt, even if two scorings of the same attempt arrive under different ids.
+    # One follow-up per attempt, even if two scorings of the same attempt arrive under different ids.
     return value.scene_id, value.shot.shot_number, value.attempt

@@ -3,7 +3,8 @@
 A pattern's posterior counts evidence in micro-units (integers), so folding the same scores in
 any order gives exactly the same table: a replay of ``quality.scored`` from offset 0 rebuilds it
 bit for bit, whatever the interleaving of partitions. A score ``r`` in [0, 1] adds ``r`` to
-alpha and ``1 - r`` to beta (the fractional Bernoulli update); the prior is Beta(1, 1).
+alpha and ``1 - r`` to beta (the fractional Bernoulli update); the prior is Beta(1, 1). Only a
+shot's first attempt is credited to its modifier (:mod:`director.escalation` says why).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from events.models import FeedbackSubmitted, QualityScored, ShotPlanned
+from director.escalation import credited
+from events.models import FeedbackSubmitted, QualityScored
 
 MICROS = 1_000_000
 PRIOR_MICROS = MICROS
@@ -97,7 +99,7 @@ def rating_reward(rating: int) -> float:
 
 def evidence_of(event: QualityScored | FeedbackSubmitted) -> Evidence | None:
     """The evidence an event carries; ``None`` for failed renders or scorings, which say nothing
-    about the prompt pattern."""
+    about the prompt pattern, and for retries (see :func:`director.escalation.credited`)."""
     if isinstance(event, FeedbackSubmitted):
         if event.source == "human":
             assert event.rating is not None  # the model requires it
@@ -106,13 +108,9 @@ def evidence_of(event: QualityScored | FeedbackSubmitted) -> Evidence | None:
             present = event.scores.present()
             reward = sum(present.values()) / len(present)
         return Evidence(event.context, event.modifier, reward, event.source)
-    if event.status != "ok":
+    if event.status != "ok" or not credited(event):
         return None
     return Evidence(event.prompt.context, event.prompt.modifier, event.composite, "auto")
-
-
-def learns_from(event: QualityScored) -> bool:
-    return evidence_of(event) is not None
 
 
 def fold(table: PatternTable, event: QualityScored | FeedbackSubmitted) -> PatternTable:
@@ -165,24 +163,6 @@ def thompson_choice(
     trials = rng.beta(alphas[:, None], betas[:, None], size=(len(ordered), PROBABILITY_DRAWS))
     probability = float(np.mean(np.argmax(trials, axis=0) == winner))
     return Choice(ordered[winner], probability, dict(zip(ordered, draw.round(6).tolist(), strict=True)))
-
-
-def retry_of(event: QualityScored) -> ShotPlanned | None:
-    """The next attempt at a shot that scored under its threshold, within its attempt budget."""
-    if event.passed or event.attempt >= event.max_attempts:
-        return None
-    return ShotPlanned(
-        scene_id=event.scene_id,
-        session_id=event.session_id,
-        attempt=event.attempt + 1,
-        max_attempts=event.max_attempts,
-        quality_threshold=event.quality_threshold,
-        shot=event.shot,
-        tried_modifiers=[*event.tried_modifiers, event.prompt.modifier],
-        style=event.style,
-        overall_mood=event.shot.mood,
-        lighting_suggestions=event.shot.lighting,
-    )
 
 
 def is_final(event: QualityScored) -> bool:

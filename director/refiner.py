@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from director.learning import Posterior, decision_seed, thompson_choice
-from director.modifiers import MODIFIERS
-from events.models import PromptRefined, PromptSpec, ShotPlanned, ShotSpec
+from director.escalation import WORKFLOW_CFG_DELTA, WORKFLOW_STEPS_FACTOR
+from director.learning import Choice, Posterior, decision_seed, thompson_choice
+from director.modifiers import MODIFIERS, Modifier
+from events.models import Escalation, PromptRefined, PromptSpec, ShotPlanned, ShotSpec
 
 BASE_NEGATIVE = (
     "lowres, blurry, bad anatomy, extra limbs, deformed hands, watermark, text, "
@@ -57,6 +58,27 @@ def candidate_modifiers(tried: list[str]) -> list[str]:
     return fresh or list(MODIFIERS)
 
 
+def choose_modifier(planned: ShotPlanned, posteriors: Mapping[str, Posterior], seed: int) -> Choice:
+    """The attempt's modifier, by its rung of the escalation ladder.
+
+    A first attempt samples every modifier; a ``new-modifier`` retry samples the untried ones;
+    ``new-seed`` and ``workflow-setting`` keep the modifier the learner named (probability 1).
+    """
+    if planned.escalation in ("new-seed", "workflow-setting") and planned.keep_modifier in MODIFIERS:
+        return Choice(planned.keep_modifier, 1.0, {})
+    tried = planned.tried_modifiers if planned.attempt > 1 else []
+    return thompson_choice(posteriors, candidate_modifiers(tried), seed)
+
+
+def sampler_settings(modifier: Modifier, escalation: Escalation) -> tuple[int, float]:
+    """Steps and cfg: the base, moved by the modifier's cfg; the ``workflow-setting`` rung alone
+    changes them further, so a modifier's credited scores never mix in the attempt number."""
+    steps, cfg = BASE_STEPS, BASE_CFG + modifier.cfg_delta
+    if escalation == "workflow-setting":
+        steps, cfg = round(BASE_STEPS * WORKFLOW_STEPS_FACTOR), cfg + WORKFLOW_CFG_DELTA
+    return min(steps, MAX_STEPS), round(max(1.0, cfg), 2)
+
+
 def refine(
     planned: ShotPlanned,
     posteriors: Mapping[str, Posterior],
@@ -68,8 +90,9 @@ def refine(
 ) -> PromptRefined:
     shot = planned.shot
     seed = decision_seed(planned.scene_id, shot.shot_number, planned.attempt, learner_version)
-    choice = thompson_choice(posteriors, candidate_modifiers(planned.tried_modifiers), seed)
+    choice = choose_modifier(planned, posteriors, seed)
     modifier = MODIFIERS[choice.modifier]
+    steps, cfg = sampler_settings(modifier, planned.escalation)
     prompt = ", ".join(
         part
         for part in (
@@ -88,8 +111,8 @@ def refine(
         prompt=prompt,
         negative_prompt=f"{BASE_NEGATIVE}, {modifier.negative_text}",
         seed=seed % 2**32,
-        steps=min(BASE_STEPS + 4 * (planned.attempt - 1), MAX_STEPS),
-        cfg=round(BASE_CFG + modifier.cfg_delta, 2),
+        steps=steps,
+        cfg=cfg,
         sampler="euler_ancestral",
         width=width,
         height=height,

@@ -92,6 +92,11 @@ class ShotSpec(_Model):
     )
 
 
+# What an attempt changes against the shot's earlier ones (the escalation ladder, see
+# director.escalation): the first attempt, then a new seed, a new modifier, another sampler setting.
+Escalation = Literal["initial", "new-seed", "new-modifier", "workflow-setting"]
+
+
 class _ShotAttempt(_Event):
     attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
     max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
@@ -101,6 +106,18 @@ class _ShotAttempt(_Event):
         default_factory=list, description="Modifiers of earlier attempts at this shot."
     )
     style: Label = "anime"
+    escalation: Escalation = Field(
+        "initial",
+        description="What this attempt changes: `initial` (the policy's choice over every modifier), "
+        "`new-seed` (same modifier and settings, another seed), `new-modifier` (an untried modifier), "
+        "`workflow-setting` (the best modifier so far with more steps and another cfg).",
+    )
+    retry_reason: Annotated[str, Field(max_length=1000)] | None = Field(
+        None, description="Why this attempt was made (retries only)."
+    )
+    keep_modifier: Label | None = Field(
+        None, description="The modifier a `new-seed` or `workflow-setting` attempt keeps."
+    )
 
 
 class ShotPlanned(_ShotAttempt):
@@ -138,6 +155,22 @@ class PromptRefined(_ShotAttempt):
     """``prompt.refined``: a shot attempt with its refined prompt."""
 
     prompt: PromptSpec
+
+
+class ShotReviewRequested(_Event):
+    """``shot.review``: a shot spent its attempt budget under its threshold; a person should look.
+
+    The best attempt is the accepted one; this event says which, and why the shot is escalated.
+    """
+
+    shot_number: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
+    quality_threshold: Probability
+    best_attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = Field(
+        None, description="The attempt with the highest composite (none if no attempt was scored)."
+    )
+    best_composite: Probability | None = None
+    reason: Annotated[str, Field(max_length=1000)]
 
 
 class FrameRef(_Model):

@@ -14,6 +14,7 @@ from events.models import (
     RenderProgress,
     SceneRequested,
     ShotPlanned,
+    ShotReviewRequested,
 )
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -52,6 +53,9 @@ FEEDBACK_SUBMITTED = TopicSpec(
 # Progress is for watching, not for acting on: a day of it is plenty.
 RENDER_PROGRESS = TopicSpec("render.progress", RenderProgress, "tower.render.progress.v1", retention_ms=DAY_MS)
 
+# Shots that need a person: kept forever, it is the review queue's log.
+SHOT_REVIEW = TopicSpec("shot.review", ShotReviewRequested, "tower.shot.review.v1", retention_ms=-1)
+
 # The pipeline's chain, in causal order.
 PIPELINE: tuple[TopicSpec, ...] = (
     SCENE_REQUESTED,
@@ -63,7 +67,7 @@ PIPELINE: tuple[TopicSpec, ...] = (
 # What the agents consume, each with a dead-letter topic: the chain, and feedback for the learner.
 TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED)
 # Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
-SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS,)
+SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS, SHOT_REVIEW)
 # Dead letters are kept four times longer: someone has to look at them.
 DEAD_LETTER_PARTITIONS = 1
 DEAD_LETTER_RETENTION_MS = 56 * DAY_MS

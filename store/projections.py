@@ -107,10 +107,11 @@ async def _shot(conn: asyncpg.Connection, env: Envelope, v: ShotPlanned) -> None
         v.overall_mood, v.lighting_suggestions, env.id,
     )
     await conn.execute(
-        "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id)"
-        " VALUES ($1,$2,$3,$4) ON CONFLICT (scene_id, shot_number, attempt)"
-        " DO UPDATE SET planned_event_id = EXCLUDED.planned_event_id",
-        v.scene_id, s.shot_number, v.attempt, env.id,
+        "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id, escalation, retry_reason)"
+        " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (scene_id, shot_number, attempt)"
+        " DO UPDATE SET planned_event_id = EXCLUDED.planned_event_id, escalation = EXCLUDED.escalation,"
+        " retry_reason = EXCLUDED.retry_reason",
+        v.scene_id, s.shot_number, v.attempt, env.id, v.escalation, v.retry_reason,
     )
 
 
@@ -120,14 +121,16 @@ async def _prompt(conn: asyncpg.Connection, env: Envelope, v: PromptRefined) -> 
     # been started by any of its events.
     await conn.execute(
         "INSERT INTO attempts (scene_id, shot_number, attempt, planned_event_id, prompt,"
-        " negative_prompt, seed, modifier, modifier_probability, context)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+        " negative_prompt, seed, modifier, modifier_probability, context, escalation, retry_reason,"
+        " steps, cfg) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
         " ON CONFLICT (scene_id, shot_number, attempt) DO UPDATE SET prompt = EXCLUDED.prompt,"
         " negative_prompt = EXCLUDED.negative_prompt, seed = EXCLUDED.seed,"
         " modifier = EXCLUDED.modifier, modifier_probability = EXCLUDED.modifier_probability,"
-        " context = EXCLUDED.context",
+        " context = EXCLUDED.context, escalation = EXCLUDED.escalation,"
+        " retry_reason = EXCLUDED.retry_reason, steps = EXCLUDED.steps, cfg = EXCLUDED.cfg",
         v.scene_id, v.shot.shot_number, v.attempt, env.causation_id or env.id, p.prompt,
-        p.negative_prompt, p.seed, p.modifier, p.modifier_probability, p.context,
+        p.negative_prompt, p.seed, p.modifier, p.modifier_probability, p.context, v.escalation,
+        v.retry_reason, p.steps, p.cfg,
     )
 
 
@@ -152,12 +155,12 @@ async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> 
 async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> bool:
     return bool(await conn.fetchval(
         "INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed,"
-        " final, metrics, scorer_version, device, modifier, context, scored_at, event_id)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+        " final, metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation,"
+        " credited) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
         " ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING RETURNING true",
         v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.composite, v.passed,
         is_final(v), json.dumps(v.metrics), v.scorer_version, v.device, v.prompt.modifier,
-        v.prompt.context, env.time, env.id,
+        v.prompt.context, env.time, env.id, v.escalation, evidence_of(v) is not None,
     ))
 
 
@@ -176,12 +179,13 @@ async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, atte
     weight = evidence.weight
     row = await conn.fetchrow(
         "INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
-        " updated_at) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, now())"
+        " updated_at) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, $6)"
         " ON CONFLICT (context, modifier) DO UPDATE SET"
         " alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
-        " observations = p.observations + 1, updated_at = now()"
+        " observations = p.observations + 1, updated_at = greatest(p.updated_at, $6)"
         " RETURNING alpha_micros, beta_micros, observations",
         evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
+        env.time,
     )
     await conn.execute(
         "INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"

@@ -204,13 +204,15 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         previous: dict[str, Any] | None = None
         for attempt in attempts_of.get(sh["shot_number"], []):
             attempt["frames"] = frames_of.get((sh["shot_number"], attempt["attempt"]), [])
-            attempt["retry_reason"] = _retry_reason(previous, threshold) if attempt["attempt"] > 1 else None
+            if attempt["attempt"] > 1 and not attempt["retry_reason"]:  # logged before retries said why
+                attempt["retry_reason"] = _retry_reason(previous, threshold)
             shot["attempts"].append(attempt)
             previous = attempt
         scored = [a for a in shot["attempts"] if a["score_status"] == "ok"]
         finished = any(a["final"] for a in shot["attempts"])
         best = max(scored, key=lambda a: (a["composite"], -a["attempt"])) if scored and finished else None
         shot["accepted_attempt"] = best["attempt"] if best else None
+        shot["needs_review"] = finished and not any(a["passed"] for a in shot["attempts"])
         plan.append(shot)
     return {"scene": scene, "shots": plan, "feedback": [_plain(f) for f in feedback],
             "failures": [dict(f) for f in failures]}

@@ -241,7 +241,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {s['shot_number']:>2}  {s['camera_angle']:<18} {s['camera_movement']:<14} {s['duration']:>4.1f}s  {chars:<20} {s['action']}")
     print()
     print("Quality (every attempt; * = accepted / kept)")
-    print(f"  {'shot':>4} {'try':>3}  {'modifier':<18} {'score':>6} {'ssim':>6} {'motion':>7} {'consist':>7}  verdict")
+    print(f"  {'shot':>4} {'try':>3}  {'rung':<16} {'modifier':<18} {'score':>6} {'ssim':>6} {'motion':>7} {'consist':>7}  verdict")
     best: dict[int, dict[str, Any]] = {}
     for a in report["attempts"]:
         if a["composite"] is None:
@@ -253,13 +253,21 @@ def print_report(report: dict[str, Any]) -> None:
             continue
         metrics = a["metrics"] or {}
         verdict = "passed" if a["passed"] else (f"failed: {a['score_reason']}" if a["score_status"] == "failed" else "below threshold")
+        if a["final"] and not a["passed"]:
+            verdict += "; NEEDS HUMAN REVIEW (budget spent)"
         mark = "*" if best.get(a["shot_number"]) is a else " "
         print(
-            f" {mark}{a['shot_number']:>4} {a['attempt']:>3}  {a['modifier'] or '-':<18} {a['composite']:>6.3f} "
+            f" {mark}{a['shot_number']:>4} {a['attempt']:>3}  {a.get('escalation') or '-':<16} {a['modifier'] or '-':<18} {a['composite']:>6.3f} "
             f"{metrics.get('ssim_mean', float('nan')):>6.3f} {metrics.get('motion_level', float('nan')):>7.3f} {metrics.get('consistency', float('nan')):>7.3f}  {verdict}"
         )
+    retries = [a for a in report["attempts"] if a.get("retry_reason")]
+    if retries:
+        print()
+        print("Retries (why each was made)")
+        for a in retries:
+            print(f"  shot {a['shot_number']} attempt {a['attempt']} ({a['escalation']}): {a['retry_reason']}")
     print()
-    print("Pattern updates (Beta posterior after each score)")
+    print("Pattern updates (Beta posterior after each credited score: first attempts and feedback)")
     for u in report["pattern_updates"]:
         post = Posterior(u["alpha_micros"], u["beta_micros"], u["observations"])
         print(

@@ -13,7 +13,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from director.learning import is_final
 from events.codec import Malformed, decode_value
 from events.envelope import Envelope, header_map, new_event_id
-from events.models import FrameRendered, PromptRefined, QualityScored, RenderProgress, SceneRequested, ShotPlanned
+from events.models import (
+    FrameRendered,
+    PromptRefined,
+    QualityScored,
+    RenderProgress,
+    SceneRequested,
+    ShotPlanned,
+    ShotReviewRequested,
+)
 from events.topics import (
     BY_NAME,
     DEAD_LETTER_SUFFIX,
@@ -93,6 +101,8 @@ def describe(topic: str, value: object) -> str:
         return f"scene requested: {value.description!r}"
     if isinstance(value, ShotPlanned):
         s = value.shot
+        if value.retry_reason:
+            return f"shot {s.shot_number}/{s.shot_count} attempt {value.attempt}: retry ({value.escalation}) because {value.retry_reason}"
         return f"shot {s.shot_number}/{s.shot_count} attempt {value.attempt}: planned {s.camera_angle}, {s.duration}s, {s.action}"
     if isinstance(value, PromptRefined):
         return (f"shot {value.shot.shot_number} attempt {value.attempt}: prompt refined, modifier "
@@ -101,9 +111,11 @@ def describe(topic: str, value: object) -> str:
         what = f"{len(value.frames)} frames in {value.render_ms:.0f} ms" if value.status == "ok" else f"FAILED: {value.reason}"
         return f"shot {value.shot.shot_number} attempt {value.attempt}: rendered {what}"
     if isinstance(value, QualityScored):
-        verdict = "accepted" if value.passed else ("final" if is_final(value) else "retrying")
+        verdict = "accepted" if value.passed else ("final, needs human review" if is_final(value) else "retrying")
         return (f"shot {value.shot.shot_number} attempt {value.attempt}: scored {value.composite:.3f} "
                 f"({value.status}, {verdict})")
+    if isinstance(value, ShotReviewRequested):
+        return f"shot {value.shot_number}: NEEDS HUMAN REVIEW: {value.reason}"
     return f"{topic}: {value!r}"
 
 

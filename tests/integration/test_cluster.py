@@ -110,7 +110,7 @@ async def test_topics_are_replicated_three_times_and_a_scene_survives_a_broker_c
                 await asyncio.sleep(0.2)
             assert await conn.fetchval("SELECT count(*) FROM event_log") == distinct
             assert await conn.fetchval("SELECT count(*) FROM pattern_updates") == await conn.fetchval(
-                "SELECT count(*) FROM scores WHERE status = 'ok'")
+                "SELECT count(*) FROM scores WHERE status = 'ok' AND credited")
         finally:
             await conn.close()
     finally:

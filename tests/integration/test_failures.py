@@ -136,10 +136,10 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
         )
         frame_rows = await conn.fetchval("SELECT count(*) FROM frames")
         assert frame_rows == await conn.fetchval("SELECT count(DISTINCT (scene_id, shot_number, attempt, frame_index)) FROM frames")
-        # Each quality.scored event taught the patterns once, not once per delivery.
+        # Each credited quality.scored event (first attempts) taught the patterns once, not once per delivery.
         table = await pattern_table(conn)
         updates = await conn.fetchval("SELECT count(*) FROM pattern_updates")
-        assert updates == await conn.fetchval("SELECT count(*) FROM scores WHERE status = 'ok'")
+        assert updates == await conn.fetchval("SELECT count(*) FROM scores WHERE status = 'ok' AND credited")
         assert sum(p.observations for p in table.values()) == updates <= len(scored_ids)
     finally:
         await conn.close()

@@ -287,7 +287,7 @@ async def test_fault(scenario: str, run: Run):
             assert time.monotonic() < deadline, f"the learner has not projected every event\n{run.workers.tail()}"
             await asyncio.sleep(0.3)
         learned = await conn.fetchval("SELECT coalesce(sum(observations), 0) FROM patterns")
-        ok_scores = await conn.fetchval("SELECT count(*) FROM scores WHERE status = 'ok'")
+        ok_scores = await conn.fetchval("SELECT count(*) FROM scores WHERE status = 'ok' AND credited")
         retry_keys = await conn.fetchval("SELECT count(*) FROM attempts WHERE attempt > 1")
         projected = await conn.fetchval("SELECT count(*) FROM event_log")
     finally:

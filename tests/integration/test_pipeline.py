@@ -8,11 +8,12 @@ from collections import Counter
 import asyncpg
 
 from agents.registry import STAGE_NAMES
-from director.learning import fold_all
+from director.escalation import credited, rung
+from director.learning import fold_all, is_final
 from director.planner import plan_scene
 from events.codec import decode_value
 from events.envelope import header_map
-from events.models import QualityScored, SceneRequested
+from events.models import QualityScored, SceneRequested, ShotReviewRequested
 from events.topics import BY_NAME, PIPELINE, TOPICS
 from store.queries import pattern_table
 from tests.integration.harness import wait_for_group
@@ -79,10 +80,17 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
     progress_events = [p for topic, p in progress.events if topic == "render.progress"]
     finished = {(p.shot_number, p.attempt) for p in progress_events if p.kind == "finished"}
     assert finished == {(v.shot.shot_number, v.attempt) for v in scored}
-    # Every retry follows a score under the threshold, within the attempt budget.
+    # Every retry follows a score under the threshold, within the attempt budget, one rung up
+    # the escalation ladder, and says why.
     for retry in (v for v in planned if v.attempt > 1):
         previous = next(s for s in scored if s.shot.shot_number == retry.shot.shot_number and s.attempt == retry.attempt - 1)
         assert not previous.passed and retry.attempt <= retry.max_attempts
+        assert retry.escalation == rung(retry.attempt) and retry.retry_reason.startswith(f"attempt {previous.attempt} ")
+    # A shot that spent its budget under the threshold went to human review, once.
+    spent = {s.shot.shot_number for s in scored if is_final(s) and not s.passed}
+    reviews = [ShotReviewRequested.model_validate_json(r.value) for r in await read_topic(
+        settings.kafka_bootstrap, settings.topic("shot.review"), expect=len(spent), timeout_s=30 if spent else 3)]
+    assert sorted(r.shot_number for r in reviews) == sorted(spent)
 
     # The learner has projected every event exactly once; wait for it to catch up.
     total = sum(len(v) for v in events.values())
@@ -105,9 +113,11 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
 
         # The pattern table changed, and it is exactly the fold of quality.scored.
         table = await pattern_table(conn)
-        assert table and sum(p.observations for p in table.values()) == len(scored)
+        credited_scores = [v for v in scored if credited(v)]
+        assert len(credited_scores) == shot_count, "every shot's first attempt is credited, no retry is"
+        assert table and sum(p.observations for p in table.values()) == len(credited_scores)
         assert table == fold_all(scored)
-        assert await conn.fetchval("SELECT count(*) FROM pattern_updates") == len(scored)
+        assert await conn.fetchval("SELECT count(*) FROM pattern_updates") == len(credited_scores)
     finally:
         await conn.close()
 
@@ -118,7 +128,8 @@ async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings
     await workers.watch(follow_scene(settings, "scene-replay", timeout_s=240))
     conn = await asyncpg.connect(settings.database_url)
     try:
-        scored = len(await read_topic(settings.kafka_bootstrap, settings.topic("quality.scored")))
+        scored = len([r for r in await read_topic(settings.kafka_bootstrap, settings.topic("quality.scored"))
+                      if credited(QualityScored.model_validate_json(r.value))])
         for _ in range(100):
             if await conn.fetchval("SELECT count(*) FROM pattern_updates") >= scored:
                 break

@@ -6,7 +6,7 @@ from events.codec import EventCodec, Malformed, decode_value
 from events.envelope import Envelope, EnvelopeError, derive_event_id, header_map, open_envelope
 from events.models import SceneRequested, ShotPlanned
 from events.schemas import export_schemas
-from events.topics import SCENE_REQUESTED, SHOT_PLANNED, TOPICS, dead_letter_topic
+from events.topics import SCENE_REQUESTED, SHOT_PLANNED, SIDE_TOPICS, TOPICS, dead_letter_topic
 
 
 def envelope_of(request: SceneRequested) -> Envelope:
@@ -85,7 +85,7 @@ def test_topics_are_declared_once_with_dead_letters():
 
 def test_schema_export_writes_one_valid_schema_per_topic(tmp_path):
     paths = export_schemas(tmp_path)
-    assert len(paths) == len(TOPICS) + 1  # and render.progress
+    assert len(paths) == len(TOPICS) + len(SIDE_TOPICS)  # render.progress, shot.review
     schema = json.loads((tmp_path / "tower.scene.requested.v1.schema.json").read_text())
     assert schema["x-topic"] == "scene.requested"
     assert {"scene_id", "session_id", "description"} <= set(schema["required"])

@@ -8,8 +8,6 @@ from director.learning import (
     Posterior,
     fold,
     fold_all,
-    is_final,
-    retry_of,
     thompson_choice,
 )
 from director.refiner import refine
@@ -17,6 +15,7 @@ from events.models import QualityScored
 
 
 def scored(planned, modifier: str, composite: float, *, attempt=1, status="ok", context="ctx") -> QualityScored:
+    """A scored attempt of ``planned`` (its rung is the planned one's)."""
     refined = refine(planned, {}, width=64, height=64, workflow="w", learner_version="1")
     prompt = refined.prompt.model_copy(update={"modifier": modifier, "context": context})
     return QualityScored(
@@ -64,27 +63,6 @@ def test_thompson_choice_is_seeded_and_follows_the_evidence():
     assert picks == {"a", "b", "c"}, "with no evidence every arm gets explored"
     with pytest.raises(ValueError):
         thompson_choice({}, [], 1)
-
-
-def test_low_scores_retry_with_the_modifier_remembered_until_the_budget_is_spent(kai_shots):
-    planned = kai_shots[0]
-    low = scored(planned, "clean-cel", 0.2)
-    retry = retry_of(low)
-    assert retry is not None and retry.attempt == 2 and retry.tried_modifiers == ["clean-cel"]
-    assert retry.shot == planned.shot and not is_final(low)
-    assert retry_of(scored(planned, "clean-cel", 0.9)) is None
-    last = scored(planned, "clean-cel", 0.2, attempt=planned.max_attempts)
-    assert retry_of(last) is None and is_final(last)
-
-
-def test_refiner_explores_untried_modifiers_on_retry(kai_shots):
-    planned = kai_shots[2]
-    tried = []
-    for attempt in (1, 2, 3):
-        step = planned.model_copy(update={"attempt": attempt, "tried_modifiers": list(tried)})
-        modifier = refine(step, {}, width=64, height=64, workflow="w", learner_version="1").prompt.modifier
-        assert modifier not in tried
-        tried.append(modifier)
 
 
 def test_refinement_is_deterministic_per_scene_shot_attempt_and_version(kai_shots):

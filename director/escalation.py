@@ -1,0 +1,107 @@
+"""The attempt budget, escalated: what each retry of a shot changes, and when a person takes over.
+
+A shot's first attempt is the policy's choice over every modifier. A shot that scores under its
+threshold is retried, each retry changing one more thing than the last:
+
+1. ``new-seed``: the same modifier and sampler settings with another seed (was it bad luck?);
+2. ``new-modifier``: an untried modifier, by Thompson sampling among those;
+3. ``workflow-setting``: the best-scoring modifier so far, with more sampler steps and a lower cfg;
+
+further retries (budgets over 4) try new modifiers again. A shot whose budget is spent under its
+threshold is escalated to **human review** (``shot.review``); its best attempt is the accepted one.
+
+Only a first attempt's score is credited to its modifier in the pattern table
+(:func:`credited`). A retry is made *because* the shot already failed: crediting its score would
+charge the retry's modifier for the shot's difficulty (weak modifiers would mostly be tried on
+hard shots), and a ``new-seed`` or ``workflow-setting`` attempt did not choose its modifier at
+all. Retries are still logged with their propensities, scores and rung, for ``tower evaluate``,
+the projections and the trends.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from events.models import Escalation, QualityScored, ShotPlanned, ShotReviewRequested
+
+LADDER: tuple[Escalation, ...] = ("new-seed", "new-modifier", "workflow-setting")
+ESCALATIONS: tuple[Escalation, ...] = get_args(Escalation)
+
+# What the workflow-setting rung changes: more denoising steps, a looser prompt adherence.
+WORKFLOW_STEPS_FACTOR = 1.5
+WORKFLOW_CFG_DELTA = -1.0
+
+
+def rung(attempt: int) -> Escalation:
+    """The escalation of a shot's ``attempt`` (1-based)."""
+    if attempt <= 1:
+        return "initial"
+    return LADDER[attempt - 2] if attempt - 2 < len(LADDER) else "new-modifier"
+
+
+def credited(event: QualityScored) -> bool:
+    """Whether the attempt's score is evidence about its modifier (see the module docstring)."""
+    return event.attempt == 1 and event.escalation == "initial"
+
+
+def outcome(event: QualityScored) -> str:
+    """What happened to the attempt, in words: its score against the threshold, or its failure."""
+    if event.status != "ok":
+        return f"attempt {event.attempt} failed: {event.reason or 'no reason given'}"
+    verdict = "at or over" if event.passed else "under"
+    return f"attempt {event.attempt} scored {event.composite:.3f}, {verdict} the threshold {event.quality_threshold:.2f}"
+
+
+NEXT_STEP = {
+    "new-seed": "next: the same modifier with a new seed",
+    "new-modifier": "next: an untried modifier",
+    "workflow-setting": "next: the best modifier so far with more steps and a lower cfg",
+}
+
+
+def retry_of(event: QualityScored, *, best_modifier: str | None = None) -> ShotPlanned | None:
+    """The next attempt at a shot that scored under its threshold, within its attempt budget.
+
+    ``best_modifier`` is the modifier of the shot's best-scoring attempt so far (the learner
+    reads it from its projections); a ``workflow-setting`` retry keeps it.
+    """
+    if event.passed or event.attempt >= event.max_attempts:
+        return None
+    escalation = rung(event.attempt + 1)
+    keep = {"new-seed": event.prompt.modifier, "workflow-setting": best_modifier or event.prompt.modifier}
+    return ShotPlanned(
+        scene_id=event.scene_id,
+        session_id=event.session_id,
+        attempt=event.attempt + 1,
+        max_attempts=event.max_attempts,
+        quality_threshold=event.quality_threshold,
+        shot=event.shot,
+        tried_modifiers=[*event.tried_modifiers, event.prompt.modifier],
+        style=event.style,
+        overall_mood=event.shot.mood,
+        lighting_suggestions=event.shot.lighting,
+        escalation=escalation,
+        retry_reason=f"{outcome(event)}; {NEXT_STEP[escalation]}",
+        keep_modifier=keep.get(escalation),
+    )
+
+
+def review_of(
+    event: QualityScored, *, best_attempt: int | None, best_composite: float | None
+) -> ShotReviewRequested | None:
+    """A review request when this attempt spent the shot's budget without passing."""
+    if event.passed or event.attempt < event.max_attempts:
+        return None
+    best = (f"; the best attempt, {best_attempt} ({best_composite:.3f}), is the accepted one"
+            if best_attempt is not None and best_composite is not None else "; no attempt could be scored")
+    return ShotReviewRequested(
+        scene_id=event.scene_id,
+        session_id=event.session_id,
+        shot_number=event.shot.shot_number,
+        attempts=event.attempt,
+        quality_threshold=event.quality_threshold,
+        best_attempt=best_attempt,
+        best_composite=best_composite,
+        reason=f"all {event.max_attempts} attempts under the threshold {event.quality_threshold:.2f} "
+        f"({outcome(event)}){best}",
+    )
