@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from director.evaluation import LoggedDecision
 from director.learning import PatternTable, Posterior
 from events.models import PromptSpec
 
@@ -25,6 +27,22 @@ async def pattern_table(conn: asyncpg.Connection | asyncpg.Pool) -> PatternTable
         (r["context"], r["modifier"]): Posterior(r["alpha_micros"], r["beta_micros"], r["observations"])
         for r in rows
     }
+
+
+async def logged_first_attempts(
+    conn: asyncpg.Connection | asyncpg.Pool, *, context: str | None = None, since: datetime | None = None
+) -> list[LoggedDecision]:
+    """Every scored first attempt, in the order scored: the data ``tower evaluate`` reweights."""
+    rows = await conn.fetch(
+        "SELECT a.context, a.modifier, a.modifier_probability, s.composite FROM scores s"
+        " JOIN attempts a USING (scene_id, shot_number, attempt)"
+        " WHERE s.attempt = 1 AND s.status = 'ok' AND coalesce(s.escalation, 'initial') = 'initial'"
+        " AND a.modifier_probability IS NOT NULL"
+        " AND ($1::text IS NULL OR strpos(a.context, $1) > 0) AND ($2::timestamptz IS NULL OR s.scored_at >= $2)"
+        " ORDER BY s.scored_at, s.event_id",
+        context, since,
+    )
+    return [LoggedDecision(r["context"], r["modifier"], r["modifier_probability"], r["composite"]) for r in rows]
 
 
 async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> dict[str, Any] | None:

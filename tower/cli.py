@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="redrive the letter at this offset of the dead-letter topic")
 
     sub.add_parser("patterns", help="the learned pattern table (posterior mean, lower bound, count)")
+
+    replay = sub.add_parser(
+        "replay", help="rebuild the pattern table from quality.scored and feedback.submitted into a database",
+        description="Reads the learner's evidence from the log (from the beginning, or --since) up to its end when the "
+        "replay starts, under its own consumer group, and applies it as the learner does, without re-issuing retries. "
+        "The same log gives the same table, byte for byte: compare the printed sha256.",
+    )
+    replay.add_argument("--database-url", required=True,
+                        help="the PostgreSQL database to rebuild into (migrated first; an empty one rebuilds from scratch), "
+                        "e.g. postgresql://tower@127.0.0.1:5433/tower_replay")
+    replay.add_argument("--create", action="store_true", help="create the database first if it does not exist")
+    replay.add_argument("--since", default=None, help="start at the first event at or after this ISO time (default: the beginning)")
+    replay.add_argument("--group", default=None, help="consumer group (default: TOWER_GROUP_PREFIX-replay-<unix time>)")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="estimate how other prompt policies would have scored, from the logged first attempts",
+        description="Off-policy evaluation: reweights every scored first attempt by the target policy's probability "
+        "of its modifier over the logged one (IPS, and self-normalised SNIPS), with 95%% intervals. Policies: each "
+        "fixed modifier, uniform random, greedy by posterior mean (judged progressively), beside what the logging "
+        "policy (Thompson sampling) actually scored.",
+    )
+    evaluate.add_argument("--context", default=None, help="only contexts containing this text, e.g. close-up or procedural-v1")
+    evaluate.add_argument("--since", default=None, help="only attempts scored at or after this ISO time, e.g. 2026-12-01T18:00Z")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("settings", help="print the settings in force")
     return parser
 
@@ -330,6 +355,98 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_time(option: str, text: str | None) -> datetime | None:
+    """An ISO time from the command line (``Z`` accepted); a naive one is taken as UTC."""
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option}: {text!r} is not an ISO time (e.g. 2026-12-01T18:00Z)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from store.pool import create_database
+    from tower.replay import replay
+
+    since = parse_time("--since", args.since)
+    group = args.group or f"{settings.group_prefix}-replay-{int(time.time())}"
+
+    async def run() -> int:
+        if args.create:
+            server, _, name = args.database_url.rpartition("/")
+            try:
+                await create_database(f"{server}/postgres", name.split("?")[0])
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[rate]:,.0f} events/s"), TimeElapsedColumn())
+        bar = Progress(*columns)
+        task = bar.add_task("replay", total=None, rate=0.0)
+        started = time.monotonic()
+
+        def show(done: int, total: int) -> None:
+            bar.start()  # once the database and the topics are there (a no-op after the first)
+            bar.update(task, completed=done, total=total, rate=done / max(time.monotonic() - started, 1e-9))
+
+        try:
+            result = await replay(settings, args.database_url, group=group, since=since, progress=show)
+        finally:
+            bar.stop()
+        print(f"replayed {result.events} events ({result.applied} applied, {result.events - result.applied - result.skipped} "
+              f"already there, {result.skipped} malformed skipped) in {result.seconds:.1f} s, {result.rate:,.0f} events/s, "
+              f"consumer group {group}")
+        print(f"pattern table sha256 {result.table_sha256}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from director.evaluation import evaluate_all, logged_mean, standard_policies
+    from director.modifiers import MODIFIERS
+    from store.queries import logged_first_attempts
+
+    since = parse_time("--since", args.since)
+    decisions = query(settings, lambda conn: logged_first_attempts(conn, context=args.context, since=since))
+    if not decisions:
+        print("tower: no scored first attempts match; run some scenes first (or widen --context/--since)", file=sys.stderr)
+        return 1
+    estimates = sorted(evaluate_all(decisions, standard_policies(list(MODIFIERS))), key=lambda e: -e.snips if e.snips == e.snips else 1.0)
+    logged = logged_mean(decisions)
+    contexts = len({d.context for d in decisions})
+    if args.json:
+        def finite(value: Any) -> Any:  # JSON has no NaN: a policy with no estimate is null
+            if isinstance(value, tuple):
+                return [finite(v) for v in value]
+            return None if isinstance(value, float) and value != value else value
+
+        rows = [{k: finite(v) for k, v in e.__dict__.items()} for e in estimates]
+        print(json.dumps({"decisions": len(decisions), "contexts": contexts, "logged_mean": logged,
+                          "estimates": rows}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(decisions)} scored first attempts in {contexts} contexts; "
+                  f"Thompson sampling (logged) scored {logged:.3f}", title_justify="left")
+    table.add_column("policy", no_wrap=True)
+    for column in ("SNIPS [95%]", "IPS [95%]", "eff. n", "matched"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for e in estimates:
+        table.add_row(e.policy, f"{e.snips:.3f} [{e.snips_interval[0]:.3f}, {e.snips_interval[1]:.3f}]",
+                      f"{e.ips:.3f} [{e.ips_interval[0]:.3f}, {e.ips_interval[1]:.3f}]",
+                      f"{e.effective_sample_size:.1f}", str(e.matched))
+    console = Console()
+    console.print(table)
+    console.print("eff. n: how many decisions an estimate rests on (a small one: a wide, unreliable interval); "
+                  "matched: decisions where the policy agrees with the log.")
+    return 0
+
+
 def query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
     """Run one database read (or migration) on a fresh connection."""
 
@@ -404,6 +521,8 @@ COMMANDS = {
     "schemas": cmd_schemas,
     "db": cmd_db,
     "patterns": cmd_patterns,
+    "evaluate": cmd_evaluate,
+    "replay": cmd_replay,
     "dlq": cmd_dlq,
     "settings": cmd_settings,
 }

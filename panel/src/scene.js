@@ -32,7 +32,7 @@ function attemptOf(shot, n) {
     shot.attempts[n] = {
       attempt: n, stage: 0, progress: null, progressKind: null, step: null, steps: null, queuePosition: null,
       modifier: null, probability: null, context: null, frames: [], renderStatus: null, renderReason: null,
-      renderMs: null, backend: null, score: null, retryReason: null,
+      renderMs: null, backend: null, score: null, retryReason: null, escalation: null,
     }
   }
   return shot.attempts[n]
@@ -86,6 +86,8 @@ export function applyEvent(scene, topic, ev) {
     scene.overallMood = ev.overall_mood
     scene.lighting = ev.lighting_suggestions
   }
+  if (ev.escalation) a.escalation = ev.escalation
+  if (ev.retry_reason) a.retryReason = ev.retry_reason // the event says why; older ones do not
   if (ev.prompt) {
     a.modifier = ev.prompt.modifier
     a.probability = ev.prompt.modifier_probability
@@ -145,6 +147,7 @@ export function mergeDetail(scene, detail) {
       if (at.render_status === 'ok') a.progress = 1
       if (at.frames?.length) a.frames = at.frames.map((f) => ({ index: f.index, url: f.url }))
       if (at.retry_reason) a.retryReason = at.retry_reason
+      if (at.escalation) a.escalation = at.escalation
       if (at.score) {
         a.score = {
           status: at.score.status, composite: at.score.composite, passed: at.score.passed,
@@ -185,7 +188,7 @@ export function shotState(shot) {
 
 export const STATE_LABELS = {
   waiting: 'waiting', planned: 'planned', refined: 'prompt refined', rendering: 'rendering', rendered: 'rendered',
-  scored: 'scored', accepted: 'accepted', retrying: 'retrying', kept: 'best attempt kept',
+  scored: 'scored', accepted: 'accepted', retrying: 'retrying', kept: 'needs human review',
 }
 
 export const isFinal = (shot) => ['accepted', 'kept'].includes(shotState(shot))
@@ -203,7 +206,7 @@ export function announceLine(shot) {
   if (state === 'accepted') return `${n}: attempt ${latest.attempt} accepted, score ${latest.score.composite.toFixed(2)}.`
   if (state === 'kept') {
     const best = acceptedAttempt(shot)
-    return `${n}: no attempt reached the threshold; attempt ${best.attempt} kept, score ${best.score.composite.toFixed(2)}.`
+    return `${n}: needs human review: no attempt reached the threshold; attempt ${best.attempt} kept, score ${best.score.composite.toFixed(2)}.`
   }
   if (state === 'retrying') return `${n}: attempt ${latest.attempt} scored ${latest.score.composite.toFixed(2)}, retrying.`
   return `${n}: attempt ${latest?.attempt ?? 1} ${STATE_LABELS[state]}.`

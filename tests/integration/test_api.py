@@ -214,7 +214,7 @@ async def _pattern(client: httpx.AsyncClient, key: tuple[str, str]) -> dict:
     """The pattern's row; the Beta(1, 1) prior if nothing was credited to it yet (an accepted
     retry's modifier may never have been a first attempt's)."""
     rows = (await client.get("/api/director/patterns")).json()["patterns"]
-    prior = {"context": key[0], "modifier": key[1], "observations": 0, "alpha": 1.0, "beta": 1.0, "sources": {}}
+    prior = {"context": key[0], "modifier": key[1], "observations": 0, "alpha": 1.0, "beta": 1.0, "mean": 0.5, "sources": {}}
     return next((r for r in rows if (r["context"], r["modifier"]) == key), prior)
 
 
