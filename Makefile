@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy schemas clean panel chromium up down
+.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 
 bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
+
+bench-resume: venv services  ## restart-to-first-message of a killed / stopped worker, dynamic vs static membership -> docs/BENCHMARKS.md
+	$(PY) -m bench.resume
 
 bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce -> docs/BENCHMARKS.md
 	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk || \

@@ -79,6 +79,9 @@ def build_app(stage: Stage, settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
+        # Static membership when the worker has a stable name: a restart (even after SIGKILL)
+        # rejoins as the same member and gets its partitions back without a rebalance.
+        consumer_group_instance_id=settings.group_instance_id(stage.name),
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_acks=-1,
         # A revoke or a stop does not wait for the event in flight (it may be waiting out an

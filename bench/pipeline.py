@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.registry import STAGE_NAMES
 from bench.report import percentile, write_section
-from events.envelope import header_map
+from events.envelope import header_map, scene_of_key
 from events.models import SceneRequested
 from store.pool import create_database, drop_database
 from tower.follow import follow_scene, produce, scene_envelope, topic_partitions
@@ -90,7 +90,7 @@ async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 topic = tp.topic.removeprefix(settings.topic_prefix)
                 for r in records:
-                    if r.key and r.key.decode() in scene_ids:
+                    if r.key and scene_of_key(r.key) in scene_ids:
                         headers = header_map(r.headers)
                         appended[headers["ce_id"]] = (topic, r.timestamp)
                         if headers.get("ce_causationid"):

@@ -8,7 +8,8 @@ Headers on every message (values UTF-8):
 ``ce_source``       producer, e.g. ``tower/planner`` or ``tower/cli``
 ``ce_type``         versioned type, e.g. ``tower.shot.planned.v1``
 ``ce_time``         RFC 3339 production time
-``ce_subject``      the scene id (also the message key)
+``ce_subject``      the scene id (the message key is the scene id, or ``scene_id/shot_number``
+                    for an event about one shot: see :func:`message_key`)
 ``ce_correlationid``  the scene id: every event of one scene shares it
 ``ce_sessionid``    the creative session
 ``ce_causationid``  id of the event this one was derived from (absent for a root event)
@@ -48,6 +49,28 @@ def derive_event_id(causation_id: str, event_type: str, index: int = 0) -> str:
     return str(uuid.uuid5(TOWER_NAMESPACE, f"{causation_id}/{event_type}/{index}"))
 
 
+def shot_number_of(value: object) -> int | None:
+    """The shot an event is about (``shot.shot_number`` or ``shot_number``), ``None`` for a scene's."""
+    shot = getattr(value, "shot", None)
+    number = getattr(shot, "shot_number", None) if shot is not None else getattr(value, "shot_number", None)
+    return number if isinstance(number, int) else None
+
+
+def message_key(scene_id: str, shot_number: int | None = None) -> bytes:
+    """The Kafka key: ``scene_id`` for a scene's events, ``scene_id/shot_number`` for a shot's.
+
+    Every attempt of a shot has the same key, so the attempts of one shot stay in one partition,
+    in order; the shots of a scene spread over the partitions and are worked on in parallel.
+    Scene ids cannot contain ``/`` (see ``events.models.SceneId``).
+    """
+    return (scene_id if shot_number is None else f"{scene_id}/{shot_number}").encode()
+
+
+def scene_of_key(key: bytes | None) -> str:
+    """The scene id of a message key (either form of :func:`message_key`)."""
+    return (key or b"").split(b"/", 1)[0].decode(errors="replace")
+
+
 def new_event_id() -> str:
     return str(uuid.uuid4())
 
@@ -67,7 +90,7 @@ class Envelope(Generic[M]):
 
     @property
     def key(self) -> bytes:
-        return self.scene_id.encode()
+        return message_key(self.scene_id, shot_number_of(self.value))
 
     def encode_value(self) -> bytes:
         return self.value.model_dump_json().encode()

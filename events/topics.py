@@ -1,4 +1,5 @@
-"""Every topic Tower uses, declared once: name, model, CloudEvents type, partitions, retention."""
+"""Every topic Tower uses, declared once: name, model, CloudEvents type, retention. (Partitions
+are a deployment setting, ``TOWER_TOPIC_PARTITIONS``.)"""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ class TopicSpec:
     name: str
     model: type[BaseModel]
     event_type: str
-    partitions: int = 3
     retention_ms: int = 14 * DAY_MS
 
     def qualified(self, prefix: str) -> str:

@@ -42,7 +42,10 @@ if running workers; then
   echo "up: the workers are already running (pid $(cat "$STATE/workers.pid"))"
 else
   echo "up: starting the workers (log: $STATE/up-workers.log)"
-  nohup "$PY" -m tower worker all >"$STATE/up-workers.log" 2>&1 &
+  # One worker process on this machine: a stable name makes it a static group member, so a
+  # restart (`make down up`, or after a crash) resumes at once instead of after the session timeout.
+  TOWER_WORKER_ID="${TOWER_WORKER_ID:-$(hostname -s 2>/dev/null || echo local)}" \
+    nohup "$PY" -m tower worker all >"$STATE/up-workers.log" 2>&1 &
   echo $! >"$STATE/workers.pid"
 fi
 

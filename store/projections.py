@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from director.learning import MICROS, Evidence, Posterior, evidence_of, is_final, reward_micros
-from events.envelope import Envelope
+from events.envelope import Envelope, scene_of_key
 from events.models import (
     FeedbackSubmitted,
     FrameRendered,
@@ -226,7 +226,7 @@ async def apply_dead_letter(conn: asyncpg.Connection, key: bytes | None, headers
         await conn.execute(
             "INSERT INTO scene_failures (original_topic, original_partition, original_offset, scene_id, event_id,"
             " consumer, error_class, reason, failed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
-            original, partition, offset, (key or b"").decode(errors="replace"), headers.get("ce_id"),
+            original, partition, offset, scene_of_key(key), headers.get("ce_id"),
             headers.get("dlq_consumer", "?"), headers.get("dlq_error_class", "?"),
             headers.get("dlq_error_message", "no reason given"), failed_at,
         )

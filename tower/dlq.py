@@ -9,7 +9,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from events.envelope import header_map
+from events.envelope import header_map, scene_of_key
 from events.topics import dead_letter_topic
 from tower.kafka import read_topic
 from tower.settings import Settings
@@ -89,7 +89,7 @@ async def redrive(settings: Settings, letters: list[Letter]) -> list[tuple[Lette
                 " consumer, error_class, reason, failed_at, redriven_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())"
                 " ON CONFLICT (original_topic, original_partition, original_offset) DO UPDATE SET redriven_at = now()",
-                [(*letter.origin, (letter.record.key or b"").decode(errors="replace"), letter.headers.get("ce_id"),
+                [(*letter.origin, scene_of_key(letter.record.key), letter.headers.get("ce_id"),
                   letter.headers.get("dlq_consumer", "?"), letter.headers.get("dlq_error_class", "?"),
                   letter.headers.get("dlq_error_message", "")) for letter in redriven],
             )

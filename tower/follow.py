@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from director.learning import is_final
 from events.codec import Malformed, decode_value
-from events.envelope import Envelope, header_map, new_event_id
+from events.envelope import Envelope, header_map, new_event_id, scene_of_key
 from events.models import (
     FrameRendered,
     PromptRefined,
@@ -187,13 +187,12 @@ async def tail_scene(
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
-        key = scene_id.encode()
         while True:
             batches = await consumer.getmany(timeout_ms=poll_ms)
             for tp, records in batches.items():
                 name = tp.topic[len(settings.topic_prefix):]
                 for record in records:
-                    if record.key != key:
+                    if record.key is None or scene_of_key(record.key) != scene_id:
                         continue
                     value = None
                     if not name.endswith(DEAD_LETTER_SUFFIX):

@@ -51,11 +51,21 @@ def declared_topics(settings: Settings, replication: Replication = Replication(1
     topics = []
     for spec in TOPICS:
         name = settings.topic(spec.name)
-        topics.append(topic(name, spec.partitions, spec.retention_ms))
+        topics.append(topic(name, settings.topic_partitions, spec.retention_ms))
         topics.append(topic(dead_letter_topic(name), DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS))
     for spec in SIDE_TOPICS:
-        topics.append(topic(settings.topic(spec.name), spec.partitions, spec.retention_ms))
+        topics.append(topic(settings.topic(spec.name), settings.topic_partitions, spec.retention_ms))
     return topics
+
+
+def fewer_partitions(described: list[dict], declared: list[NewTopic]) -> list[str]:
+    """Existing topics (from ``describe_topics``) with fewer partitions than declared."""
+    wanted = {t.name: t.num_partitions for t in declared}
+    return sorted(
+        f"{t['topic']} has {len(t['partitions'])} partition(s), not {wanted[t['topic']]}"
+        for t in described
+        if t.get("partitions") and t["topic"] in wanted and len(t["partitions"]) < wanted[t["topic"]]
+    )
 
 
 def under_replicated(described: list[dict], replication: Replication) -> list[str]:
@@ -91,8 +101,14 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topics are there either way
         present = [t.name for t in declared if t.name in existing]
-        for warning in under_replicated(await admin.describe_topics(present) if present else [], replication):
+        described = await admin.describe_topics(present) if present else []
+        for warning in under_replicated(described, replication):
             log.warning("under-replicated: %s (TOWER_REPLICATION_FACTOR)", warning)
+        for warning in fewer_partitions(described, declared):
+            # Not added here: more partitions move keys to other partitions, so a shot's
+            # attempts in flight could be read out of order. Add them with Kafka's tool when idle.
+            log.warning("%s (TOWER_TOPIC_PARTITIONS); add partitions with `kafkactl topics --alter` "
+                        "while the pipeline is idle", warning)
         return [t.name for t in missing]
     finally:
         await admin.close()

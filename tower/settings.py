@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     handler_retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-lettering.")
     handler_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles per retry (at most 10 s).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often agents commit consumer offsets.")
+    worker_id: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+        description="A stable name for this worker process, unique among the workers of a stage (e.g. a "
+        "StatefulSet pod name): it makes the worker a static group member (group.instance.id), so a restart "
+        "under the same name takes its partitions back at once, without waiting for the session timeout.",
+    )
+    topic_partitions: int = Field(
+        12, ge=1, le=1000,
+        description="Partitions of each pipeline and side topic created by `tower topics create`: the most "
+        "worker processes of one stage that can share its work (dead-letter topics have 1).",
+    )
     session_timeout_s: float = Field(
         30.0, gt=0, description="Consumer session timeout: how soon a crashed worker's partitions move on."
     )
@@ -130,6 +141,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def group_instance_id(self, stage: str) -> str | None:
+        """The stage's static group membership id (``TOWER_WORKER_ID``), ``None`` for dynamic."""
+        return f"{self.app_id(stage)}.{self.worker_id}" if self.worker_id else None
 
     def app_id(self, stage: str) -> str:
         return f"{self.group_prefix}-{stage}"

@@ -112,13 +112,19 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         assert len(finals) == events[-1].data["shot_count"] == shots
         assert all(e.data["data"]["scene_id"] == scene_id for e in events if e.event in kinds[:-1] and "data" in e.data)
 
-        # Resuming after the fifth event sends exactly the rest (same ids, same order per topic).
+        # Resuming after the fifth event sends exactly the rest: the same ids, and the same order
+        # per topic and shot (one shot's events share a key, so a partition; shots interleave freely).
         resumed = await read_sse(client, accepted["links"]["events"], last_event_id=events[4].id)
-        sent = [(e.event, e.data.get("id")) for e in events[5:-1]]
-        again = [(e.event, e.data.get("id")) for e in resumed[:-1]]
+
+        def stream_of(e) -> tuple[str, int | None]:
+            data = e.data.get("data") or {}
+            return e.event, (data.get("shot") or {}).get("shot_number", data.get("shot_number"))
+
+        sent = [(stream_of(e), e.data.get("id")) for e in events[5:-1]]
+        again = [(stream_of(e), e.data.get("id")) for e in resumed[:-1]]
         assert sorted(again, key=str) == sorted(sent, key=str) and resumed[-1].event == "complete"
-        for topic in {t for t, _ in sent}:
-            assert [i for t, i in again if t == topic] == [i for t, i in sent if t == topic]
+        for stream in {s for s, _ in sent}:
+            assert [i for s, i in again if s == stream] == [i for s, i in sent if s == stream]
 
         # The scene as the projections have it: plan, attempts, scores, frames that can be fetched.
         scene = (await poll(lambda: client.get(f"/api/director/scenes/{scene_id}"),

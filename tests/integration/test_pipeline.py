@@ -12,7 +12,7 @@ from director.escalation import credited, rung
 from director.learning import fold_all, is_final
 from director.planner import plan_scene
 from events.codec import decode_value
-from events.envelope import header_map
+from events.envelope import header_map, scene_of_key
 from events.models import QualityScored, SceneRequested, ShotReviewRequested
 from events.topics import BY_NAME, PIPELINE, TOPICS
 from store.queries import pattern_table
@@ -42,7 +42,7 @@ async def topic_events(settings, scene_id: str) -> dict[str, list]:
         result[spec.name] = [
             (header_map(r.headers), decode_value(spec.model, r.value), r)
             for r in records
-            if r.key == scene_id.encode()
+            if scene_of_key(r.key) == scene_id
         ]
     return result
 
@@ -69,7 +69,9 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
             assert parent_topic in parents
             assert parent_headers["ce_time"] <= headers["ce_time"]
             assert headers["ce_type"] == BY_NAME[topic].event_type
-            assert headers["ce_correlationid"] == "scene-e2e" and record.key == b"scene-e2e"
+            shot = getattr(value, "shot", None)
+            assert headers["ce_correlationid"] == "scene-e2e"
+            assert record.key == (f"scene-e2e/{shot.shot_number}" if shot else "scene-e2e").encode()
     shot_count = progress.shot_count
     assert shot_count == kai_shot_count(settings.render_fps) and len(progress.finals) == shot_count
     planned = [v for _, v, _ in events["shot.planned"]]

@@ -30,6 +30,16 @@ def test_envelope_headers_round_trip(kai_request):
     assert env.key == b"scene-kai"
 
 
+def test_a_shot_event_is_keyed_by_scene_and_shot_so_its_attempts_stay_in_order(kai_shots):
+    from events.envelope import scene_of_key
+
+    retry = Envelope(id="e2", source="tower/test", type="t", scene_id="scene-kai", session_id="s",
+                     value=kai_shots[1].model_copy(update={"attempt": 2}))
+    first = Envelope(id="e1", source="tower/test", type="t", scene_id="scene-kai", session_id="s", value=kai_shots[1])
+    assert first.key == retry.key == f"scene-kai/{kai_shots[1].shot.shot_number}".encode()
+    assert scene_of_key(first.key) == scene_of_key(b"scene-kai") == "scene-kai"
+
+
 def test_derived_ids_are_deterministic_and_carry_causation(kai_request, kai_shots):
     env = envelope_of(kai_request)
     first = [env.derive(shot, source="tower/planner", index=i) for i, shot in enumerate(kai_shots)]

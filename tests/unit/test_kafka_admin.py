@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tower.kafka import Replication, declared_topics, under_replicated
+from tower.kafka import Replication, declared_topics, fewer_partitions, under_replicated
 from tower.settings import Settings
 
 
@@ -35,3 +35,15 @@ def test_under_replicated_topics_are_named():
         {"topic": "b", "partitions": [{"replicas": [1]}, {"replicas": [2]}]},
     ]
     assert under_replicated(described, Replication(3, 2)) == ["b has 1 replica(s), not 3"]
+
+
+def test_topics_get_the_partitions_setting_and_dead_letters_one():
+    topics = {t.name: t.num_partitions for t in declared_topics(Settings(topic_prefix="t.", topic_partitions=12))}
+    assert topics["t.shot.planned"] == topics["t.render.progress"] == topics["t.shot.review"] == 12
+    assert topics["t.shot.planned.dlq"] == 1
+
+
+def test_topics_with_fewer_partitions_than_declared_are_named():
+    declared = declared_topics(Settings(topic_prefix="t.", topic_partitions=12))
+    described = [{"topic": "t.shot.planned", "partitions": [{}] * 3}, {"topic": "t.quality.scored", "partitions": [{}] * 12}]
+    assert fewer_partitions(described, declared) == ["t.shot.planned has 3 partition(s), not 12"]
