@@ -10,7 +10,7 @@ from agents.stage import Stage
 from events.envelope import Envelope
 from events.models import PromptRefined, RenderProgress
 from events.topics import PROMPT_REFINED
-from render.backends import RenderBackend, backend_for, render
+from render.backends import RenderBackend, backend_for, render, render_in_flight
 from store.projections import Origin
 from tower.settings import Settings
 
@@ -25,8 +25,9 @@ class Renderer(Stage):
         super().__init__(settings)
         # Built at start-up so an unknown backend or a bad template path stops the worker at once.
         self.backend: RenderBackend = backend_for(settings, on_progress=self.report)
-        self._current: Envelope[PromptRefined] | None = None
-        self._progress_count = 0
+        self.max_in_flight = render_in_flight(settings)
+        # The attempts being rendered (several when max_in_flight > 1), with their progress count.
+        self._current: dict[tuple[str, int, int], tuple[Envelope[PromptRefined], int]] = {}
 
     async def stop(self) -> None:
         close = getattr(self.backend, "aclose", None)
@@ -34,19 +35,22 @@ class Renderer(Stage):
             await close()
 
     async def report(self, progress: RenderProgress) -> None:
-        """Publish progress of the attempt being handled (``concurrency=1``: one at a time)."""
-        if self._current is None:
+        """Publish progress of an attempt being rendered."""
+        attempt = (progress.scene_id, progress.shot_number, progress.attempt)
+        if attempt not in self._current:
             return
-        self._progress_count += 1
+        envelope, count = self._current[attempt]
+        self._current[attempt] = envelope, count + 1
         try:
-            await self.publish(self._current.derive(progress, source=self.source, index=self._progress_count))
+            await self.publish(envelope.derive(progress, source=self.source, index=count + 1))
         except Exception as exc:  # noqa: BLE001 - progress must never fail a render
             log.warning("render progress not published: %s", exc)
 
     async def handle(self, envelope: Envelope[PromptRefined], origin: Origin) -> list[Envelope]:
-        self._current, self._progress_count = envelope, 0
+        attempt = (envelope.scene_id, envelope.value.shot.shot_number, envelope.value.attempt)
+        self._current[attempt] = envelope, 0
         try:
             rendered = await render(self.backend, envelope.value, Path(self.settings.media_dir))
         finally:
-            self._current = None
+            self._current.pop(attempt, None)
         return [envelope.derive(rendered, source=self.source)]

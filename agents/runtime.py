@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,7 @@ import faust
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from agents.stage import Stage
+from agents.window import OrderedWindow
 from events.codec import EventCodec, Malformed
 from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
 from events.models import QualityScored
@@ -139,9 +141,21 @@ class StageRunner:
             self.settings.topic(spec.name), key_serializer="raw", value_serializer=EventCodec(spec.model)
         )
 
+        limit = self.stage.max_in_flight
+
         async def agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                await self.process(spec, event.value, event.message)
+            if limit == 1:  # Faust acknowledges each event when the loop takes the next
+                async for event in stream.events():
+                    await self.process(spec, event.value, event.message)
+                return
+            window = OrderedWindow(limit, ack=lambda event: event.ack())
+            try:
+                async for event in stream.noack().events():
+                    message = event.message
+                    await window.submit(event, message.tp, message.key,
+                                        partial(self.process, spec, event.value, message))
+            finally:
+                await window.close()
 
         agent.__name__ = f"{self.stage.name}_{spec.name.replace('.', '_')}"
         self.app.agent(channel, name=f"{self.settings.app_id(self.stage.name)}.{spec.name}", concurrency=1)(agent)

@@ -49,6 +49,7 @@ class ScorerStage(Stage):
         super().__init__(settings)
         # Built here, not on the first event: `TOWER_SCORER_DEVICE=cuda` without CUDA must stop
         # the worker at start, not dead-letter every frame.
+        self.max_in_flight = settings.score_in_flight
         self.scorer = Scorer(
             ScorerConfig(device=settings.scorer_device, weights=CompositeWeights(**settings.scorer_weights))
         )

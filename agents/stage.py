@@ -26,6 +26,8 @@ class Stage(ABC):
     inputs: tuple[TopicSpec, ...]
     # Whether the stage also reads its inputs' dead-letter topics (``on_dead_letter``).
     reads_dead_letters: bool = False
+    # Events of one input the stage works on at once (agents.window.OrderedWindow when over 1).
+    max_in_flight: int = 1
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from events.models import FrameRef, FrameRendered, PromptRefined, RenderProgress
 from render import procedural
 from render.media import attempt_dir, write_frames
@@ -71,9 +73,42 @@ class ProceduralBackend:
         return refs
 
 
+class SleepBackend:
+    """A fake render backend for benchmarks (named as such): it waits ``seconds``, as a remote
+    render server would, and writes tiny blank frames. It measures how many renders the pipeline
+    keeps in flight, with no CPU work to share the cores with."""
+
+    name = "sleep"
+    workflow = "sleep-fake-v1"
+
+    def __init__(self, seconds: float, on_progress: ProgressSink | None = None) -> None:
+        self.seconds = seconds
+        self.on_progress = on_progress
+
+    async def render(self, event: PromptRefined, media_root: Path) -> list[FrameRef]:
+        if self.on_progress is not None:
+            await self.on_progress(progress_of(event, self.name, "started", fraction=0.0))
+        await asyncio.sleep(self.seconds)
+        blank = [np.zeros((32, 32, 3), dtype=np.uint8)] * min(event.shot.frame_count, 2)  # the scorer's minimum
+        folder = attempt_dir(event.scene_id, event.shot.shot_number, event.attempt)
+        return await asyncio.to_thread(write_frames, media_root, folder, blank)
+
+
+def render_in_flight(settings: Settings) -> int:
+    """How many renders one renderer worker runs at once (``TOWER_RENDER_IN_FLIGHT``, or the backend's)."""
+    if settings.render_in_flight is not None:
+        return settings.render_in_flight
+    if settings.render_backend == "comfyui":
+        servers = [url for url in settings.comfy_urls.split(",") if url.strip()]
+        return settings.comfy_max_in_flight * max(1, len(servers))
+    return 4 if settings.render_backend == "sleep" else 1
+
+
 def backend_for(settings: Settings, on_progress: ProgressSink | None = None) -> RenderBackend:
     if settings.render_backend == "procedural":
         return ProceduralBackend(on_progress)
+    if settings.render_backend == "sleep":
+        return SleepBackend(settings.sleep_render_s, on_progress)
     if settings.render_backend == "comfyui":
         # Imported here: render.comfyui imports RenderError from this module.
         from render.comfyui import ComfyBackend
@@ -97,6 +132,8 @@ def workflow_name(settings: Settings) -> str:
         from render.comfyui import comfy_workflow_name
 
         return comfy_workflow_name(settings)
+    if settings.render_backend == "sleep":
+        return SleepBackend.workflow
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 

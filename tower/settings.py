@@ -26,11 +26,18 @@ class Settings(BaseSettings):
     media_dir: Path = Field(Path("media"), description="Root of the media store (rendered frames).")
     state_dir: Path = Field(Path(".tower/state"), description="Local worker state (Faust's data directories).")
 
-    render_backend: Literal["procedural", "comfyui"] = Field(
+    render_backend: Literal["procedural", "comfyui", "sleep"] = Field(
         "procedural",
         description="Render backend: `procedural` is the built-in CPU renderer, `comfyui` renders on "
-        "ComfyUI servers (docs/COMFYUI.md).",
+        "ComfyUI servers (docs/COMFYUI.md); `sleep` is a fake for benchmarks (waits "
+        "TOWER_SLEEP_RENDER_S, writes tiny blank frames) that measures the pipeline's parallelism alone.",
     )
+    render_in_flight: int | None = Field(
+        None, ge=1, le=256,
+        description="Renders one renderer worker runs at once; unset: the ComfyUI pool's capacity "
+        "(TOWER_COMFY_MAX_IN_FLIGHT x servers) for comfyui, 4 for sleep, 1 for procedural (CPU-bound).",
+    )
+    sleep_render_s: float = Field(1.0, ge=0, le=600, description="How long the `sleep` fake backend takes per render.")
     comfy_urls: str = Field(
         "http://127.0.0.1:8188", description="ComfyUI servers of the comfyui backend, comma-separated base URLs."
     )
@@ -50,6 +57,10 @@ class Settings(BaseSettings):
 
     scorer_device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Scoring device: `auto` takes CUDA when there is one."
+    )
+    score_in_flight: int = Field(
+        1, ge=1, le=64, description="Shots one scorer worker scores at once (more helps a device that is not busy; "
+        "on a CPU the cores are shared either way).",
     )
     scorer_weights: dict[str, float | str] = Field(
         default_factory=dict,

@@ -97,13 +97,15 @@ class StageProcesses:
         self.starts: dict[str, int] = {}
 
     def start(self, *stages: str) -> None:
+        """Start a worker per name: a stage (``renderer``), or ``stage:copy`` for another worker
+        of the same stage (``renderer:2``), sharing its consumer group."""
         for stage in stages:
             self.starts[stage] = self.starts.get(stage, 0) + 1
             output = None
             if self.log_dir is not None:
                 output = open(self.log_dir / f"{stage}.{self.starts[stage]}.log", "w")  # noqa: SIM115 - the child owns it
             self.procs[stage] = subprocess.Popen(
-                [sys.executable, "-m", "tower", "worker", stage],
+                [sys.executable, "-m", "tower", "worker", stage.partition(":")[0]],
                 env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
                 start_new_session=self.log_dir is not None,
             )
