@@ -5,13 +5,14 @@ table; a score under the shot's threshold re-issues the shot one rung up the esc
 from __future__ import annotations
 
 import asyncpg
+from pydantic import BaseModel
 
 from agents.stage import DatabaseStage
-from director.escalation import retry_of, review_of, rung
+from director.escalation import credited, retry_of, review_of, rung
 from events.envelope import Envelope
-from events.models import QualityScored, ShotPlanned, ShotReviewRequested
+from events.models import QualityScored, RegressionDetected, ShotPlanned, ShotReviewRequested
 from events.topics import TOPICS
-from store.projections import Origin, apply_dead_letter, apply_event
+from store.projections import Origin, apply_dead_letter, apply_event, regression_alert
 
 
 class Learner(DatabaseStage):
@@ -25,26 +26,32 @@ class Learner(DatabaseStage):
             scored = envelope.value
             if not isinstance(scored, QualityScored) or not self.settings.learner_emits_retries:
                 return []
+            outputs: list[BaseModel] = []
             # Sent unless the broker already has it: a redelivery after a crash between the
             # commit above and the produce re-sends it (same derived id); a replay does not.
-            if await conn.fetchval(
+            if not await conn.fetchval(
                 "SELECT retry_sent FROM scores WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
                 *_attempt_key(scored),
-            ):
-                return []
-            follow_up = await _follow_up(conn, scored)
-        return [envelope.derive(follow_up, source=self.source)] if follow_up else []
+            ) and (follow_up := await _follow_up(conn, scored)):
+                outputs.append(follow_up)
+            if credited(scored) and (alert := await regression_alert(conn, scored)):
+                outputs.append(alert)
+        return [envelope.derive(value, source=self.source) for value in outputs]
 
     async def on_dead_letter(self, key: bytes | None, headers: dict[str, str], origin: Origin) -> None:
         async with self.pool.acquire() as conn:
             await apply_dead_letter(conn, key, headers, origin)
 
     async def on_produced(self, envelope: Envelope, outputs: list[Envelope]) -> None:
-        if outputs:
-            await self.pool.execute(
-                "UPDATE scores SET retry_sent = true WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
-                *_attempt_key(envelope.value),
-            )
+        for output in outputs:
+            if isinstance(output.value, RegressionDetected):
+                await self.pool.execute("UPDATE regression_alerts SET sent = true WHERE workflow = $1",
+                                        output.value.workflow)
+            else:
+                await self.pool.execute(
+                    "UPDATE scores SET retry_sent = true WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
+                    *_attempt_key(envelope.value),
+                )
 
 
 async def _follow_up(conn: asyncpg.Connection, scored: QualityScored) -> ShotPlanned | ShotReviewRequested | None:

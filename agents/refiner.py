@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from agents.stage import DatabaseStage
+from director.modifiers import MODIFIERS
 from director.refiner import pattern_context, refine
 from events.envelope import Envelope
 from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from render.backends import workflow_name
 from store.projections import Origin
-from store.queries import decide_once, posteriors_for
+from store.queries import decide_once, decision_posteriors
 
 
 class Refiner(DatabaseStage):
@@ -19,7 +20,11 @@ class Refiner(DatabaseStage):
     async def handle(self, envelope: Envelope[ShotPlanned], origin: Origin) -> list[Envelope]:
         planned = envelope.value
         workflow = workflow_name(self.settings)
-        posteriors = await posteriors_for(self.pool, pattern_context(planned.shot, workflow))
+        context = pattern_context(planned.shot, workflow)
+        posteriors = await decision_posteriors(
+            self.pool, context, list(MODIFIERS), now=envelope.time, half_life_s=self.settings.half_life_s,
+            borrowed_strength=self.settings.borrowed_strength,
+        )
         refined = refine(
             planned,
             posteriors,

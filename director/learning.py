@@ -209,3 +209,75 @@ def recommend(context: str, posteriors: Mapping[str, Posterior], modifiers: Sequ
         probability_best=probability,
         stop=tuple(name for name in ordered if probability[name] < STOP_BELOW),
     )
+
+
+# How many observations' worth of evidence a context borrows, at most, from related contexts.
+BORROWED_STRENGTH = 4.0
+CONTEXT_PARTS = ("camera_angle", "mood", "lighting", "workflow")
+
+
+def context_parts(context: str) -> dict[str, str]:
+    """``camera|mood|lighting|workflow`` by name (see :func:`director.refiner.pattern_context`)."""
+    camera, _, rest = context.partition("|")
+    rest, _, workflow = rest.rpartition("|")
+    mood, _, lighting = rest.partition("|")
+    return {"camera_angle": camera, "mood": mood, "lighting": lighting, "workflow": workflow}
+
+
+def related(context: str, other: str) -> bool:
+    """Whether ``other`` can lend ``context`` a prior: the same workflow (a render model's
+    response is its own) and the same camera angle or the same mood."""
+    if other == context:
+        return False
+    mine, theirs = context_parts(context), context_parts(other)
+    return mine["workflow"] == theirs["workflow"] and (
+        mine["camera_angle"] == theirs["camera_angle"] or mine["mood"] == theirs["mood"]
+    )
+
+
+@dataclass(frozen=True)
+class Belief:
+    """What a decision uses for one modifier: Beta(alpha, beta) in real numbers, with how much of
+    it is the context's own evidence and how much was borrowed."""
+
+    alpha: float
+    beta: float
+    own: float  # the context's own (possibly discounted) evidence, in observations
+    borrowed: float  # pseudo-observations borrowed from related contexts
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def posterior(self) -> Posterior:
+        """As a :class:`Posterior` (micro-units), for sampling."""
+        return Posterior(round(self.alpha * MICROS), round(self.beta * MICROS), round(self.own))
+
+
+# Evidence as sums: (context, modifier) -> (reward sum, (1 - reward) sum), each observation
+# weighted by its source weight and, when discounting, by its age.
+EvidenceSums = Mapping[tuple[str, str], tuple[float, float]]
+
+
+def beliefs(
+    context: str, evidence: EvidenceSums, modifiers: Sequence[str], *, borrowed_strength: float = BORROWED_STRENGTH
+) -> dict[str, Belief]:
+    """Each modifier's belief in ``context``: a Beta(1, 1) prior moved towards what related
+    contexts (:func:`related`) saw, worth at most ``borrowed_strength`` observations, plus the
+    context's own evidence. A new context thus starts from its neighbours' experience and its own
+    evidence takes over after a few shots; with no related evidence this is the plain posterior.
+    """
+    result = {}
+    for modifier in sorted(set(modifiers) | {m for c, m in evidence if c == context}):
+        lent = [sums for (c, m), sums in evidence.items() if m == modifier and related(context, c)]
+        good, bad = sum(s[0] for s in lent), sum(s[1] for s in lent)
+        scale = min(1.0, borrowed_strength / (good + bad)) if good + bad > 0 else 0.0
+        own_good, own_bad = evidence.get((context, modifier), (0.0, 0.0))
+        result[modifier] = Belief(
+            alpha=1.0 + scale * good + own_good,
+            beta=1.0 + scale * bad + own_bad,
+            own=own_good + own_bad,
+            borrowed=scale * (good + bad),
+        )
+    return result
+

@@ -173,6 +173,20 @@ class ShotReviewRequested(_Event):
     reason: Annotated[str, Field(max_length=1000)]
 
 
+class RegressionDetected(_Event):
+    """``quality.alerts``: a workflow (render model) version scores significantly worse than the
+    version before it. ``scene_id`` is the scene whose score revealed it."""
+
+    workflow: Label
+    previous_workflow: Label
+    mean: Probability
+    previous_mean: Probability
+    samples: Annotated[int, Field(ge=1)]
+    previous_samples: Annotated[int, Field(ge=1)]
+    p_value: Probability
+    reason: Annotated[str, Field(max_length=1000)]
+
+
 class FrameRef(_Model):
     index: Annotated[int, Field(ge=0, le=MAX_FRAMES)]
     uri: str = Field(description="Path of the frame, relative to the media store root.")

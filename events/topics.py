@@ -12,6 +12,7 @@ from events.models import (
     FrameRendered,
     PromptRefined,
     QualityScored,
+    RegressionDetected,
     RenderProgress,
     SceneRequested,
     ShotPlanned,
@@ -56,6 +57,9 @@ RENDER_PROGRESS = TopicSpec("render.progress", RenderProgress, "tower.render.pro
 # Shots that need a person: kept forever, it is the review queue's log.
 SHOT_REVIEW = TopicSpec("shot.review", ShotReviewRequested, "tower.shot.review.v1", retention_ms=-1)
 
+# Regressions of a workflow version against the one before it: for people and dashboards.
+QUALITY_ALERTS = TopicSpec("quality.alerts", RegressionDetected, "tower.quality.alerts.v1", retention_ms=-1)
+
 # The pipeline's chain, in causal order.
 PIPELINE: tuple[TopicSpec, ...] = (
     SCENE_REQUESTED,
@@ -67,7 +71,7 @@ PIPELINE: tuple[TopicSpec, ...] = (
 # What the agents consume, each with a dead-letter topic: the chain, and feedback for the learner.
 TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED)
 # Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
-SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS, SHOT_REVIEW)
+SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS, SHOT_REVIEW, QUALITY_ALERTS)
 # Dead letters are kept four times longer: someone has to look at them.
 DEAD_LETTER_PARTITIONS = 1
 DEAD_LETTER_RETENTION_MS = 56 * DAY_MS

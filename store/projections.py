@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from director.learning import MICROS, Evidence, Posterior, evidence_of, is_final, reward_micros
+from director.alerts import BASELINE_SAMPLES, checkpoint, regression
+from director.learning import MICROS, Evidence, Posterior, context_parts, evidence_of, is_final, reward_micros
 from events.envelope import Envelope, scene_of_key
 from events.models import (
     FeedbackSubmitted,
     FrameRendered,
     PromptRefined,
     QualityScored,
+    RegressionDetected,
     SceneRequested,
     ShotPlanned,
 )
@@ -195,6 +197,47 @@ async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, atte
         evidence.reward, row["alpha_micros"], row["beta_micros"], row["observations"], evidence.source,
         weight, env.time,
     )
+
+
+async def regression_alert(conn: asyncpg.Connection, scored: QualityScored) -> RegressionDetected | None:
+    """The regression alert of ``scored``'s workflow version (:mod:`director.alerts`) if it is
+    due and not yet sent: detected at a checkpoint, recorded once, returned until it is sent."""
+    workflow = context_parts(scored.prompt.context)["workflow"]
+    pending = await conn.fetchrow("SELECT alert, sent FROM regression_alerts WHERE workflow = $1", workflow)
+    if pending is not None:
+        return None if pending["sent"] else RegressionDetected.model_validate_json(pending["alert"])
+    versions = await conn.fetch(
+        "SELECT split_part(context, '|', 4) AS workflow, min(scored_at) AS first_seen, count(*) AS samples"
+        " FROM scores WHERE credited AND status = 'ok' GROUP BY 1 ORDER BY 2"
+    )
+    names = [v["workflow"] for v in versions]
+    if workflow not in names or names.index(workflow) == 0:
+        return None
+    current = versions[names.index(workflow)]
+    if not checkpoint(current["samples"]):
+        return None
+    previous = versions[names.index(workflow) - 1]
+    scores = await conn.fetch(
+        "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND split_part(context, '|', 4) = $1)"
+        " UNION ALL (SELECT composite, 1 FROM scores WHERE credited AND status = 'ok'"
+        " AND split_part(context, '|', 4) = $2 ORDER BY scored_at DESC LIMIT $3)",
+        workflow, previous["workflow"], BASELINE_SAMPLES,
+    )
+    found = regression([r["composite"] for r in scores if r["side"] == 0], [r["composite"] for r in scores if r["side"] == 1])
+    if found is None:
+        return None
+    alert = RegressionDetected(
+        scene_id=scored.scene_id, session_id=scored.session_id, workflow=workflow,
+        previous_workflow=previous["workflow"], mean=round(found.mean, 6), previous_mean=round(found.previous_mean, 6),
+        samples=found.samples, previous_samples=found.previous_samples, p_value=found.p_value,
+        reason=f"workflow {workflow} scores {found.mean:.3f} on {found.samples} first attempts against "
+        f"{found.previous_mean:.3f} for {previous['workflow']} (drop {found.drop:.3f}, p = {found.p_value:.2g})",
+    )
+    await conn.execute(
+        "INSERT INTO regression_alerts (workflow, previous_workflow, detected_at, alert) VALUES ($1, $2, now(), $3)"
+        " ON CONFLICT DO NOTHING", workflow, previous["workflow"], alert.model_dump_json(),
+    )
+    return alert
 
 
 async def record_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, size: int, created_at: datetime) -> None:

@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from director.evaluation import LoggedDecision
-from director.learning import PatternTable, Posterior
+from director.learning import PRIOR_MICROS, EvidenceSums, PatternTable, Posterior, beliefs, context_parts
 from events.models import PromptSpec
 
 
-async def posteriors_for(conn: asyncpg.Connection | asyncpg.Pool, context: str) -> dict[str, Posterior]:
-    rows = await conn.fetch(
-        "SELECT modifier, alpha_micros, beta_micros, observations FROM patterns WHERE context = $1",
-        context,
-    )
-    return {r["modifier"]: Posterior(r["alpha_micros"], r["beta_micros"], r["observations"]) for r in rows}
+async def evidence_near(
+    conn: asyncpg.Connection | asyncpg.Pool, context: str, *, now: datetime, half_life_s: float | None
+) -> EvidenceSums:
+    """The evidence of every context with ``context``'s workflow (the candidates to lend it a
+    prior, and itself), as weighted sums; discounted by age when ``half_life_s`` is set."""
+    suffix = "%|" + context_parts(context)["workflow"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if half_life_s is None:  # the exact table: one small read
+        rows = await conn.fetch(
+            "SELECT context, modifier, (alpha_micros - $2)::float8 / $2 AS good, (beta_micros - $2)::float8 / $2 AS bad"
+            " FROM patterns WHERE context LIKE $1",
+            suffix, PRIOR_MICROS,
+        )
+    else:
+        rows = await conn.fetch(
+            "SELECT context, modifier, sum(weight * reward * d) AS good, sum(weight * (1 - reward) * d) AS bad"
+            " FROM (SELECT context, modifier, weight, reward,"
+            "   power(0.5, greatest(0, extract(epoch FROM ($2::timestamptz - coalesce(updated_at, $2)))) / $3) AS d"
+            "   FROM pattern_updates WHERE context LIKE $1) u GROUP BY context, modifier",
+            suffix, now, half_life_s,
+        )
+    return {(r["context"], r["modifier"]): (r["good"], r["bad"]) for r in rows}
+
+
+async def decision_posteriors(
+    conn: asyncpg.Connection | asyncpg.Pool, context: str, modifiers: Sequence[str], *, now: datetime,
+    half_life_s: float | None, borrowed_strength: float,
+) -> dict[str, Posterior]:
+    """What the refiner samples from in ``context``: each modifier's :func:`~director.learning.beliefs`."""
+    evidence = await evidence_near(conn, context, now=now, half_life_s=half_life_s)
+    known = beliefs(context, evidence, modifiers, borrowed_strength=borrowed_strength)
+    return {modifier: belief.posterior() for modifier, belief in known.items()}
 
 
 async def pattern_table(conn: asyncpg.Connection | asyncpg.Pool) -> PatternTable:

@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, le=10, description="Attempt budget per shot (per scene default).")
     learner_version: str = Field("1", description="Seeds the refiner's sampling; bump to re-explore.")
+    borrowed_strength: float = Field(
+        4.0, ge=0, le=1000,
+        description="At most this many observations' worth of evidence a context borrows from related contexts "
+        "(same workflow, and same camera angle or mood) as its prior; 0: every context starts from Beta(1, 1).",
+    )
+    learning_half_life_days: float | None = Field(
+        None, gt=0, le=36500,
+        description="Discount evidence by age when deciding: it counts half after this many days, so a changed "
+        "model is re-learned; unset: all evidence counts fully. The stored table stays exact either way.",
+    )
     learner_emits_retries: bool = Field(
         True, description="Whether the learner re-issues low-scoring shots; false to retrain from a replay."
     )
@@ -152,6 +162,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def half_life_s(self) -> float | None:
+        return self.learning_half_life_days * 86400 if self.learning_half_life_days else None
 
     def group_instance_id(self, stage: str) -> str | None:
         """The stage's static group membership id (``TOWER_WORKER_ID``), ``None`` for dynamic."""

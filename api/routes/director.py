@@ -30,6 +30,7 @@ from api.models import (
 )
 from api.problems import Problem
 from api.security import require_read, require_write
+from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
 from director.refiner import pattern_context, refine
 from events.envelope import Envelope, derive_event_id
@@ -37,7 +38,7 @@ from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
 from events.topics import FEEDBACK_SUBMITTED
 from render.backends import workflow_name
 from store.projections import record_batch
-from store.queries import attempt_pattern, posteriors_for, scene_exists
+from store.queries import attempt_pattern, decision_posteriors, scene_exists
 from tower.follow import new_scene_id, scene_envelope
 from tower.settings import Settings
 
@@ -96,7 +97,9 @@ async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceRespo
         shot=shot, style=body.style, overall_mood=plan.overall_mood, lighting_suggestions=plan.lighting_suggestions,
     )
     workflow = workflow_name(settings)
-    posteriors = await backends_of(request).query(lambda pool: posteriors_for(pool, pattern_context(shot, workflow)))
+    posteriors = await backends_of(request).query(lambda pool: decision_posteriors(
+        pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC),
+        half_life_s=settings.half_life_s, borrowed_strength=settings.borrowed_strength))
     refined = refine(planned, posteriors, width=settings.render_width, height=settings.render_height,
                      workflow=workflow, learner_version=settings.learner_version)
     return EnhanceResponse(session_id=body.session_id, shot=shot, prompt=refined.prompt)

@@ -3,3 +3,13 @@
 ALTER TABLE attempts ADD COLUMN escalation text, ADD COLUMN retry_reason text,
     ADD COLUMN steps integer, ADD COLUMN cfg double precision;
 ALTER TABLE scores ADD COLUMN escalation text, ADD COLUMN credited boolean;
+-- The refiner reads a context's neighbours' evidence (borrowed priors, discounting) by workflow.
+CREATE INDEX pattern_updates_context ON pattern_updates (context);
+-- Regression alerts (director/alerts.py): one per workflow version, sent once the broker has it.
+CREATE TABLE regression_alerts (
+    workflow          text PRIMARY KEY,
+    previous_workflow text        NOT NULL,
+    detected_at       timestamptz NOT NULL,
+    alert             jsonb       NOT NULL,
+    sent              boolean     NOT NULL DEFAULT false
+);

@@ -49,3 +49,73 @@ async def test_the_refiners_decision_is_made_once_per_planned_event(database_url
         assert await decide_once(pool, "planned-2", other) == other
     finally:
         await pool.close()
+
+
+async def test_decisions_see_related_contexts_and_discount_old_evidence(database_url):
+    from datetime import timedelta
+
+    from store.queries import decision_posteriors, evidence_near
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    pool = await open_pool(database_url)
+    try:
+        rows = [  # (context, modifier, reward, weight, age)
+            ("close-up|calm|day|wf_1", "a", 1.0, 1, 0 * day),
+            ("close-up|calm|day|wf_1", "a", 0.0, 2, 10 * day),  # a human rating, ten days old
+            ("wide|tense|day|wf_1", "b", 0.5, 1, 0 * day),
+            ("close-up|calm|day|wfX1", "a", 1.0, 1, 0 * day),  # `_` is not a wildcard: another workflow
+        ]
+        await pool.executemany(
+            "INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier, reward,"
+            " alpha_micros, beta_micros, observations, source, weight, updated_at)"
+            " VALUES ($1, 's', 1, 1, $2, $3, $4, 0, 0, 1, 'auto', $5, $6)",
+            [(f"e{i}", c, m, r, w, now - age) for i, (c, m, r, w, age) in enumerate(rows)],
+        )
+        target = "close-up|tense|night|wf_1"
+        undiscounted = await evidence_near(pool, target, now=now, half_life_s=None)
+        assert undiscounted == {}, "without a half-life the exact table is read, and it is empty here"
+        halved = await evidence_near(pool, target, now=now, half_life_s=10 * 86400)
+        assert set(halved) == {("close-up|calm|day|wf_1", "a"), ("wide|tense|day|wf_1", "b")}
+        good, bad = halved[("close-up|calm|day|wf_1", "a")]
+        assert good == 1.0 and abs(bad - 2 * 0.5) < 1e-9, "a weight-2 rating ten days old counts 1 at a 10-day half-life"
+        chosen = await decision_posteriors(pool, target, ["a", "b", "c"], now=now, half_life_s=10 * 86400,
+                                           borrowed_strength=4)
+        # Borrowed: a's neighbour saw 1 good and 1 (discounted) bad; nobody saw c.
+        assert (chosen["a"].alpha, chosen["a"].beta) == (2.0, 2.0) and (chosen["c"].alpha, chosen["c"].beta) == (1.0, 1.0)
+        assert set(chosen) == {"a", "b", "c"}
+    finally:
+        await pool.close()
+
+
+async def test_a_worse_workflow_version_raises_one_regression_alert(database_url, kai_shots):
+    from store.projections import regression_alert
+
+    pool = await open_pool(database_url)
+
+    def scored(i: int, workflow: str, composite: float) -> Envelope:
+        planned = kai_shots[0].model_copy(update={"scene_id": f"scene-{workflow}-{i}"})
+        envelope = scored_envelope(planned, f"{workflow}-{i}", composite)
+        prompt = envelope.value.prompt.model_copy(update={"context": f"wide|calm|day|{workflow}"})
+        value = envelope.value.model_copy(update={"prompt": prompt})
+        return Envelope(id=envelope.id, source=envelope.source, type=envelope.type, scene_id=value.scene_id,
+                        session_id=value.session_id, value=value, time=envelope.time)
+
+    try:
+        async with pool.acquire() as conn:
+            for i in range(30):
+                await apply_event(conn, scored(i, "wf-1", 0.8 + (i % 3) * 0.01), Origin("learner", "q", 0, i))
+            alerts = []
+            for i in range(10):
+                event = scored(i, "wf-2", 0.55 + (i % 3) * 0.01)
+                await apply_event(conn, event, Origin("learner", "q", 1, i))
+                alerts.append(await regression_alert(conn, event.value))
+            assert alerts[:9] == [None] * 9, "nothing to say before ten scores of the new version"
+            alert = alerts[9]
+            assert alert is not None and (alert.workflow, alert.previous_workflow) == ("wf-2", "wf-1")
+            assert alert.previous_mean - alert.mean > 0.2 and "wf-2 scores" in alert.reason
+            assert await regression_alert(conn, event.value) == alert, "unsent: offered again, same content"
+            await conn.execute("UPDATE regression_alerts SET sent = true")
+            assert await regression_alert(conn, event.value) is None, "sent once"
+    finally:
+        await pool.close()

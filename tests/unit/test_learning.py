@@ -146,3 +146,29 @@ def test_recommendations_pick_a_confident_best_and_drop_the_hopeless():
     assert "dynamic-action" not in rec.stop  # untried: still might be best
     assert sum(rec.probability_best.values()) == pytest.approx(1.0, abs=1e-3)
     assert recommend("ctx", posteriors, list(posteriors)) == recommend("ctx", posteriors, list(posteriors))
+
+
+def test_a_new_context_borrows_a_bounded_prior_from_related_contexts():
+    from director.learning import beliefs, related
+
+    ctx = "close-up|tense|night|wf-1"
+    assert related(ctx, "close-up|calm|day|wf-1") and related(ctx, "wide|tense|day|wf-1")
+    assert not related(ctx, "wide|calm|night|wf-1"), "only the lighting in common"
+    assert not related(ctx, "close-up|tense|night|wf-2"), "another workflow's response is its own"
+    evidence = {("close-up|calm|day|wf-1", "a"): (18.0, 2.0), ("wide|tense|day|wf-1", "b"): (2.0, 18.0),
+                ("close-up|tense|night|wf-2", "b"): (50.0, 0.0)}
+    known = beliefs(ctx, evidence, ["a", "b", "c"], borrowed_strength=4)
+    assert known["a"].mean > 0.75 and known["b"].mean < 0.3 and known["c"].mean == 0.5
+    assert known["a"].borrowed == pytest.approx(4) and known["a"].own == 0, "20 observations lend 4"
+    # The context's own evidence takes over.
+    mine = {**evidence, (ctx, "a"): (0.0, 30.0)}
+    assert beliefs(ctx, mine, ["a"], borrowed_strength=4)["a"].mean < 0.2
+    # Strength 0: the plain posterior.
+    assert beliefs(ctx, evidence, ["a"], borrowed_strength=0)["a"].mean == 0.5
+
+
+def test_context_parts_reads_the_refiner_format():
+    from director.learning import context_parts
+
+    assert context_parts("low-angle|epic|golden hour|comfyui-abc") == {
+        "camera_angle": "low-angle", "mood": "epic", "lighting": "golden hour", "workflow": "comfyui-abc"}
