@@ -324,5 +324,12 @@ async def quality_trends(
     return [dict(r) for r in rows]
 
 
+async def regression_alerts(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every regression alert (director/alerts.py), newest first."""
+    rows = await conn.fetch("SELECT workflow, previous_workflow, detected_at, alert FROM regression_alerts"
+                            " ORDER BY detected_at DESC")
+    return [{**dict(r), **json.loads(r["alert"]), "detected_at": r["detected_at"]} for r in rows]
+
+
 async def scene_exists(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM scenes WHERE scene_id = $1", scene_id))

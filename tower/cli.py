@@ -1,6 +1,6 @@
-"""``tower``: run workers, submit and follow scenes, inspect results, manage topics and schemas."""
-
-from __future__ import annotations
+"""``tower``: run workers, submit and follow scenes, inspect results, replay and evaluate, manage
+topics and schemas. The command line is a Typer app (options, help, errors); each command's
+implementation is a ``cmd_*`` function of the parsed options and the settings."""
 
 import argparse
 import asyncio
@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import asyncpg
+import typer
 from pydantic import ValidationError
+from typer.exceptions import TyperException
 
 from agents.registry import STAGE_NAMES
 from director.learning import Posterior
@@ -26,96 +29,185 @@ T = TypeVar("T")
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tower",
-        description="Tower: an event-driven anime production director on Kafka. "
-        "Settings come from TOWER_* environment variables (see `tower settings`).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+app = typer.Typer(
+    name="tower",
+    help="Tower: an event-driven anime production director on Kafka. Settings come from TOWER_* environment "
+    "variables (see `tower settings`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+StageName = Enum("StageName", {name: name for name in (*STAGE_NAMES, "all")}, type=str)
+TopicsAction = Enum("TopicsAction", {"create": "create", "list": "list"}, type=str)
+TrendsBy = Enum("TrendsBy", {"day": "day", "pattern": "pattern", "workflow": "workflow"}, type=str)
 
-    worker = sub.add_parser("worker", help="run a stage's Faust worker (or all of them)")
-    worker.add_argument("stage", choices=(*STAGE_NAMES, "all"), help="the stage to run; `all` runs the five in this process (development)")
 
-    api = sub.add_parser("api", help="serve the HTTP API (and /docs) on TOWER_API_HOST:TOWER_API_PORT")
-    api.add_argument("--host", default=None, help="bind address (default: TOWER_API_HOST, 127.0.0.1)")
-    api.add_argument("--port", type=int, default=None, help="port (default: TOWER_API_PORT, 8328)")
+def run_command(command: Callable[[argparse.Namespace, Settings], int], **params: Any) -> None:
+    """Run a command's implementation with the settings in force; a non-zero result is the exit code."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    code = command(argparse.Namespace(**params), settings)
+    if code:
+        raise typer.Exit(code)
 
-    submit = sub.add_parser("submit", help="request a scene (produces scene.requested)")
-    submit.add_argument("description", help='e.g. "Create a scene where Kai fights the dragon" (1-2000 characters)')
-    submit.add_argument("--characters", default="", help="comma-separated names, e.g. Kai,Dragon")
-    submit.add_argument("--session", default=None, help="creative session id (default: a new one)")
-    submit.add_argument("--scene-id", default=None, help="scene id (default: a new one)")
-    submit.add_argument("--style", default="anime")
-    submit.add_argument("--max-attempts", type=int, default=None, help="attempt budget per shot, 1-10 (default: the planner's TOWER_MAX_ATTEMPTS)")
-    submit.add_argument("--threshold", type=float, default=None, help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")
-    submit.add_argument("--duration", type=float, default=None,
-                        help="scene length in seconds, 1-300: the planned shots sum to it (default: as the text needs)")
-    submit.add_argument("--follow", action="store_true", help="show progress, then the plan, scores and pattern updates")
-    submit.add_argument("--timeout", type=float, default=600.0, help="seconds --follow waits (default 600)")
 
-    status = sub.add_parser("status", help="a scene's plan, attempts and scores from PostgreSQL")
-    status.add_argument("scene_id")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+@app.command(help="Run a stage's Faust worker, or all five in this process (`all`, for development).")
+def worker(stage: Annotated[StageName, typer.Argument(metavar="STAGE", help="planner, refiner, renderer, scorer, learner, or all")]) -> None:
+    run_command(cmd_worker, stage=stage.value)
 
-    topics = sub.add_parser("topics", help="Kafka topics")
-    topics.add_argument("action", choices=("create", "list"), help="create the declared topics / list them")
 
-    schemas = sub.add_parser("schemas", help="event JSON Schemas")
-    schemas.add_argument("action", choices=("export",))
-    schemas.add_argument("directory", nargs="?", default="schemas", help="output folder (default: schemas/)")
+@app.command(help="Serve the HTTP API (and /docs) on TOWER_API_HOST:TOWER_API_PORT.")
+def api(
+    host: Annotated[Optional[str], typer.Option(help="bind address (default: TOWER_API_HOST, 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: TOWER_API_PORT, 8328)")] = None,
+) -> None:
+    run_command(cmd_api, host=host, port=port)
 
-    db = sub.add_parser("db", help="PostgreSQL")
-    db.add_argument("action", choices=("migrate",))
 
-    dlq = sub.add_parser(
-        "dlq", help="show dead letters (what failed, where it came from, why), or redrive them",
-        description="`tower dlq [TOPIC]` lists dead letters (exit 1 if there are any); `tower dlq redrive "
-        "[TOPIC] [--id CE_ID ...] [--offset N ...]` re-publishes them to their original topic once their "
-        "cause is fixed (all of the topic's when no --id or --offset is given).",
-    )
-    dlq.add_argument("words", nargs="*", metavar="[redrive] [TOPIC]",
-                     help="a pipeline topic, e.g. shot.planned (default: all); `redrive` first to re-publish")
-    dlq.add_argument("--limit", type=int, default=20, help="newest N per topic (default 20)")
-    dlq.add_argument("--id", action="append", default=[], help="redrive the letter of this event id (ce_id)")
-    dlq.add_argument("--offset", type=int, action="append", default=[],
-                     help="redrive the letter at this offset of the dead-letter topic")
+@app.command(help="Request a scene (produces scene.requested), or a batch of them with --file.")
+def submit(
+    description: Annotated[Optional[str], typer.Argument(
+        metavar="[DESCRIPTION]", help='e.g. "Create a scene where Kai fights the dragon" (1-2000 characters)')] = None,
+    file: Annotated[Optional[Path], typer.Option(
+        "--file", "-f", help="a JSONL file, one scene per line in the seed's workflow/integrate shape "
+        '({"scene_description": ..., "characters": [...], ...}); submitted as one batch with a progress bar')] = None,
+    characters: Annotated[str, typer.Option(help="comma-separated names, e.g. Kai,Dragon")] = "",
+    session: Annotated[Optional[str], typer.Option(help="creative session id (default: a new one)")] = None,
+    scene_id: Annotated[Optional[str], typer.Option(help="scene id (default: a new one)")] = None,
+    style: Annotated[str, typer.Option(help="anime, ghibli, cyberpunk, or your own")] = "anime",
+    max_attempts: Annotated[Optional[int], typer.Option(
+        help="attempt budget per shot, 1-10 (default: the planner's TOWER_MAX_ATTEMPTS)")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")] = None,
+    duration: Annotated[Optional[float], typer.Option(
+        help="scene length in seconds, 1-300: the planned shots sum to it (default: as the text needs)")] = None,
+    follow: Annotated[bool, typer.Option(help="show progress, then the plan, scores and pattern updates")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --follow (or a --file batch) waits")] = 600.0,
+) -> None:
+    if (description is None) == (file is None):
+        raise typer.BadParameter("give a scene description, or --file with one scene per line (not both)")
+    if file is not None:
+        run_command(cmd_submit_file, file=file, session=session, timeout=timeout)
+    else:
+        run_command(cmd_submit, description=description, characters=characters, session=session, scene_id=scene_id,
+                    style=style, max_attempts=max_attempts, threshold=threshold, duration=duration, follow=follow,
+                    timeout=timeout)
 
-    sub.add_parser("patterns", help="the learned pattern table (posterior mean, lower bound, count)")
 
-    replay = sub.add_parser(
-        "replay", help="rebuild the pattern table from quality.scored and feedback.submitted into a database",
-        description="Reads the learner's evidence from the log (from the beginning, or --since) up to its end when the "
-        "replay starts, under its own consumer group, and applies it as the learner does, without re-issuing retries. "
-        "The same log gives the same table, byte for byte: compare the printed sha256.",
-    )
-    replay.add_argument("--database-url", required=True,
-                        help="the PostgreSQL database to rebuild into (migrated first; an empty one rebuilds from scratch), "
-                        "e.g. postgresql://tower@127.0.0.1:5433/tower_replay")
-    replay.add_argument("--create", action="store_true", help="create the database first if it does not exist")
-    replay.add_argument("--since", default=None, help="start at the first event at or after this ISO time (default: the beginning)")
-    replay.add_argument("--group", default=None, help="consumer group (default: TOWER_GROUP_PREFIX-replay-<unix time>)")
+@app.command(help="A scene's plan, attempts (with their escalation and why they were retried) and scores.")
+def status(
+    scene_id: Annotated[str, typer.Argument(metavar="SCENE_ID", help="the scene id")],
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    run_command(cmd_status, scene_id=scene_id, json=json_)
 
-    evaluate = sub.add_parser(
-        "evaluate", help="estimate how other prompt policies would have scored, from the logged first attempts",
-        description="Off-policy evaluation: reweights every scored first attempt by the target policy's probability "
-        "of its modifier over the logged one (IPS, and self-normalised SNIPS), with 95%% intervals. Policies: each "
-        "fixed modifier, uniform random, greedy by posterior mean (judged progressively), beside what the logging "
-        "policy (Thompson sampling) actually scored.",
-    )
-    evaluate.add_argument("--context", default=None, help="only contexts containing this text, e.g. close-up or procedural-v1")
-    evaluate.add_argument("--since", default=None, help="only attempts scored at or after this ISO time, e.g. 2026-12-01T18:00Z")
-    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("settings", help="print the settings in force")
-    return parser
+
+@app.command(help="A creative session's scenes, oldest first, with their state and score.")
+def history(
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="the session id")],
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    run_command(cmd_history, session_id=session_id, json=json_)
+
+
+@app.command(help="Quality over time per day, pattern or workflow version, with regression alerts; --plot writes a PNG.")
+def trends(
+    by: Annotated[TrendsBy, typer.Option(help="one line per day, per pattern or per workflow version")] = TrendsBy.day,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="how far back")] = 30,
+    hourly: Annotated[bool, typer.Option(help="hourly buckets instead of daily")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="also draw the mean score over time into this PNG")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    run_command(cmd_trends, by=by.value, days=days, bucket="hour" if hourly else "day", plot=plot, json=json_)
+
+
+@app.command(help="The learned pattern table (posterior mean, 95% lower bound, count) and each context's recommendation.")
+def patterns(
+    context: Annotated[Optional[str], typer.Option(help="only contexts containing this text")] = None,
+) -> None:
+    run_command(cmd_patterns, context=context)
+
+
+@app.command(help="Off-policy evaluation: how other prompt policies would have scored, from the logged first "
+             "attempts (IPS and self-normalised SNIPS with 95% intervals): each fixed modifier, uniform random, "
+             "greedy by posterior mean (judged progressively), beside what Thompson sampling scored.")
+def evaluate(
+    context: Annotated[Optional[str], typer.Option(help="only contexts containing this text, e.g. close-up")] = None,
+    since: Annotated[Optional[str], typer.Option(help="only attempts scored at or after this ISO time")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    run_command(cmd_evaluate, context=context, since=since, json=json_)
+
+
+@app.command(help="Rebuild the pattern table from quality.scored and feedback.submitted into a database, under its "
+             "own consumer group, without re-issuing retries; prints the table's sha256 (the same log gives the "
+             "same digest).")
+def replay(
+    database_url: Annotated[str, typer.Option(
+        help="the database to rebuild into (migrated first), e.g. postgresql://tower@127.0.0.1:5433/tower_replay")],
+    create: Annotated[bool, typer.Option(help="create the database first if it does not exist")] = False,
+    since: Annotated[Optional[str], typer.Option(help="start at this ISO time (default: the beginning)")] = None,
+    group: Annotated[Optional[str], typer.Option(help="consumer group (default: TOWER_GROUP_PREFIX-replay-<unix time>)")] = None,
+) -> None:
+    run_command(cmd_replay, database_url=database_url, create=create, since=since, group=group)
+
+
+@app.command(help="Create the declared Kafka topics (and dead-letter topics), or list them.")
+def topics(action: Annotated[TopicsAction, typer.Argument(metavar="ACTION", help="create or list")]) -> None:
+    run_command(cmd_topics, action=action.value)
+
+
+@app.command(help="Export the event JSON Schemas (one per event type) for producers.")
+def schemas(
+    action: Annotated[str, typer.Argument(metavar="export", help="export")],
+    directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="output folder")] = Path("schemas"),
+) -> None:
+    if action != "export":
+        raise typer.BadParameter(f"unknown action {action!r}; use `tower schemas export [DIR]`")
+    run_command(cmd_schemas, directory=directory)
+
+
+@app.command(help="Apply the PostgreSQL migrations (`tower db migrate`).")
+def db(action: Annotated[str, typer.Argument(metavar="migrate", help="migrate")]) -> None:
+    if action != "migrate":
+        raise typer.BadParameter(f"unknown action {action!r}; use `tower db migrate`")
+    run_command(cmd_db)
+
+
+@app.command(help="List dead letters (what failed, where from, why; exit 1 if any), or `dlq redrive [TOPIC] "
+             "[--id CE_ID ...] [--offset N ...]` to re-publish them to their original topic once fixed.")
+def dlq(
+    words: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[redrive] [TOPIC]", help="a pipeline topic, e.g. shot.planned (default: all); `redrive` first to re-publish")] = None,
+    limit: Annotated[int, typer.Option(help="newest N per topic")] = 20,
+    id_: Annotated[Optional[list[str]], typer.Option("--id", help="redrive the letter of this event id (ce_id)")] = None,
+    offset: Annotated[Optional[list[int]], typer.Option(help="redrive the letter at this dead-letter offset")] = None,
+) -> None:
+    run_command(cmd_dlq, words=words or [], limit=limit, id=id_ or [], offset=offset or [])
+
+
+@app.command(help="Print the settings in force (passwords masked).")
+def settings() -> None:
+    run_command(cmd_settings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    """The ``tower`` command: bad input gets one line and exit 2, never a traceback."""
     try:
-        return COMMANDS[args.command](args, settings)
+        result = app(args=argv, prog_name="tower", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except TyperException as exc:  # a usage error: an unknown option, a bad value, a missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `tower`: the help is the answer
+            print(exc.format_message(), file=sys.stderr)
+        else:
+            print(f"tower: {exc.format_message()} (see --help)", file=sys.stderr)
+        return 2
     except (ConnectionError, LookupError, TimeoutError) as exc:
         print(f"tower: {exc}", file=sys.stderr)
         return 2
@@ -346,13 +438,193 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from director.learning import recommend
+    from director.modifiers import MODIFIERS
     from store.queries import pattern_table
 
-    table = query(settings, pattern_table)
-    print(f"{'context':<48} {'modifier':<18} {'mean':>6} {'lower':>6} {'n':>4}")
-    for (context, modifier), post in sorted(table.items(), key=lambda kv: -kv[1].mean):
-        print(f"{context:<48} {modifier:<18} {post.mean:>6.3f} {post.lower_bound:>6.3f} {post.observations:>4}")
+    table = {key: post for key, post in query(settings, pattern_table).items()
+             if args.context is None or args.context in key[0]}
+    console = Console()
+    if not table:
+        console.print("no patterns learned yet" + (f" in contexts containing {args.context!r}" if args.context else ""))
+        return 0
+    contexts = sorted({context for context, _ in table})
+    for context in contexts:
+        posteriors = {modifier: post for (c, modifier), post in table.items() if c == context}
+        advice = recommend(context, posteriors, list(MODIFIERS))
+        view = Table(title=context, title_justify="left")
+        for column in ("modifier", "mean", "95% lower", "n", "P(best)", ""):
+            view.add_column(column, justify="left" if column in ("modifier", "") else "right", no_wrap=True)
+        for modifier, post in sorted(posteriors.items(), key=lambda kv: -kv[1].mean):
+            mark = "best" if modifier == advice.best else ("stop" if modifier in advice.stop else "")
+            view.add_row(modifier, f"{post.mean:.3f}", f"{post.lower_bound:.3f}", str(post.observations),
+                         f"{advice.probability_best.get(modifier, 0):.2f}", mark)
+        console.print(view)
+        stop = ", ".join(advice.stop) or "none"
+        console.print(f"  use [bold]{advice.best}[/bold] (lower bound {advice.best_lower_bound:.3f}); stop using: {stop}")
     return 0
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from store.queries import session_history
+
+    found = query(settings, lambda conn: session_history(conn, args.session_id))
+    if found is None:
+        print(f"tower: no session {args.session_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found, default=str, indent=2))
+        return 0
+    view = Table(title=f"session {found['session_id']}: {found['scene_count']} scene(s) since "
+                 f"{found['created_at']:%Y-%m-%d %H:%M} UTC", title_justify="left")
+    for column in ("requested", "scene", "status", "shots", "passed", "score", "description"):
+        view.add_column(column, justify="right" if column in ("shots", "passed", "score") else "left",
+                        no_wrap=column != "description")
+    for scene in found["scenes"]:
+        score = scene["mean_best_score"]
+        view.add_row(f"{scene['requested_at']:%Y-%m-%d %H:%M}", scene["scene_id"], scene["status"],
+                     str(scene["shot_count"] or "-"), str(scene["passed_shots"]),
+                     "-" if score is None else f"{score:.3f}", scene["description"][:60])
+    Console().print(view)
+    return 0
+
+
+def cmd_trends(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from store.queries import quality_trends, regression_alerts
+
+    async def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return (await quality_trends(conn, by=args.by, days=args.days, bucket=args.bucket),
+                await regression_alerts(conn))
+
+    rows, alerts = query(settings, read)
+    if args.json:
+        print(json.dumps({"rows": rows, "alerts": alerts}, default=str, indent=2))
+        return 0
+    console = Console()
+    view = Table(title=f"quality per {args.bucket}" + ("" if args.by == "day" else f" and {args.by}")
+                 + f", last {args.days} days", title_justify="left")
+    for column in ("from", args.by if args.by != "day" else "", "attempts", "mean score", "pass rate", "failed"):
+        if column or args.by != "day":
+            view.add_column(column, no_wrap=column != args.by,
+                            justify="right" if column in ("attempts", "mean score", "pass rate", "failed") else "left")
+    for r in rows:
+        cells = [f"{r['bucket_start']:%Y-%m-%d %H:%M}"] + ([r["key"]] if args.by != "day" else [])
+        cells += [str(r["attempts"]), "-" if r["mean_score"] is None else f"{r['mean_score']:.3f}",
+                  f"{r['pass_rate']:.0%}", str(r["failed"])]
+        view.add_row(*cells)
+    console.print(view if rows else f"no scores in the last {args.days} days")
+    for alert in alerts:
+        console.print(f"[bold red]REGRESSION[/bold red] {alert['detected_at']:%Y-%m-%d %H:%M}: {alert['reason']}")
+    if args.plot is not None:
+        plot_trends(rows, args.plot, title=f"Mean score per {args.bucket}, by {args.by}")
+        console.print(f"plot: {args.plot}")
+    return 0
+
+
+def plot_trends(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    """Mean score over time, one line per key, into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[datetime, float]]] = {}
+    for r in rows:
+        if r["mean_score"] is not None:
+            lines.setdefault(r["key"], []).append((r["bucket_start"], r["mean_score"]))
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=110)
+    for key, points in sorted(lines.items()):
+        axes.plot([t for t, _ in points], [v for _, v in points], marker="o", label=key if key != "all" else "all scenes")
+    times = sorted({t for points in lines.values() for t, _ in points})
+    if len(times) == 1:  # one bucket: a readable span around it, not matplotlib's years
+        from datetime import timedelta
+
+        axes.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("mean composite score")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if lines:
+        axes.legend(fontsize=7, loc="lower left")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.models import IntegrateRequest
+    from store.projections import record_batch
+    from store.queries import batch_progress, scene_exists
+    from tower.follow import new_scene_id, produce, scene_envelope
+    from tower.kafka import ensure_topics
+
+    try:
+        lines = [(n, line) for n, line in enumerate(args.file.read_text().splitlines(), start=1) if line.strip()]
+    except OSError as exc:
+        raise LookupError(f"cannot read {args.file}: {exc}") from exc
+    batch_id = f"batch-{time.strftime('%Y%m%d%H%M%S')}-{new_scene_id().removeprefix('scene-')[:6]}"
+    session_id = args.session or f"session-{batch_id.removeprefix('batch-')}"
+    scenes = []
+    for number, line in lines:
+        try:
+            body = IntegrateRequest.model_validate({"session_id": session_id, **json.loads(line)})
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.file}:{number}: not a JSON object: {exc}") from None
+        except ValidationError as exc:
+            raise ValueError(f"{args.file}:{number}: {describe_invalid(exc).removeprefix('invalid input: ')}") from None
+        scenes.append(SceneRequested(
+            scene_id=body.scene_id or new_scene_id(), session_id=session_id, description=body.scene_description,
+            characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
+            quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
+            batch_id=batch_id, batch_size=len(lines)))
+    if not scenes:
+        raise ValueError(f"{args.file} has no scenes (one JSON object per line)")
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        conn = await connect(settings)
+        try:
+            taken = [s.scene_id for s in scenes if await scene_exists(conn, s.scene_id)]
+            if taken:
+                raise ValueError(f"scene id(s) exist already: {', '.join(taken[:10])}; scene ids must be unique")
+            await record_batch(conn, batch_id, len(scenes), datetime.now(UTC))
+            await produce(settings, [scene_envelope(s) for s in scenes])
+            print(f"submitted batch {batch_id}: {len(scenes)} scene(s), session {session_id}", flush=True)
+            columns = (TextColumn("scenes done"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+            deadline = time.monotonic() + args.timeout
+            with Progress(*columns) as bar:
+                task = bar.add_task("batch", total=len(scenes), detail="")
+                while True:
+                    progress = await batch_progress(conn, batch_id)
+                    bar.update(task, completed=progress["done"], detail=(
+                        f"{progress['running']} running, {progress['queued']} queued, "
+                        f"{progress['needs_review']} need review, {progress['failed']} failed"))
+                    if progress["done"] >= len(scenes):
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"batch {batch_id} not done after {args.timeout:.0f}s "
+                                           f"(`tower history {session_id}` shows where it stands)")
+                    await asyncio.sleep(0.5)
+            print(f"batch {batch_id} done: see `tower history {session_id}`")
+            return 1 if progress["failed"] else 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def parse_time(option: str, text: str | None) -> datetime | None:
@@ -512,19 +784,3 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 
-COMMANDS = {
-    "worker": cmd_worker,
-    "api": cmd_api,
-    "submit": cmd_submit,
-    "status": cmd_status,
-    "topics": cmd_topics,
-    "schemas": cmd_schemas,
-    "db": cmd_db,
-    "patterns": cmd_patterns,
-    "evaluate": cmd_evaluate,
-    "replay": cmd_replay,
-    "dlq": cmd_dlq,
-    "settings": cmd_settings,
-}
-
-__all__ = ["build_parser", "main"]

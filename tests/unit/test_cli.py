@@ -47,3 +47,37 @@ def test_the_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`TOWER_{name.upper()}`" not in readme]
     assert not missing, f"settings missing from the README's table: {missing}"
+
+
+def test_help_lists_every_command(capsys):
+    from tower.cli import app
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    names = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert names and all(f"  {name} " in out for name in names)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["submit"], "give a scene description, or --file"),
+    (["submit", "Kai", "--file", "x.jsonl"], "not both"),
+    (["submit", "Kai", "--max-attempts", "many"], "--max-attempts"),
+    (["worker", "painter"], "not one of"),
+    (["trends", "--by", "colour"], "--by"),
+    (["no-such-command"], "No such command"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, says, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tower: ") and says in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_bad_line_of_a_batch_file_is_named_before_anything_is_sent(tmp_path, capsys):
+    scenes = tmp_path / "scenes.jsonl"
+    scenes.write_text('{"scene_description": "Kai runs"}\n\n{"scene_description": "   "}\n')
+    assert main(["submit", "--file", str(scenes)]) == 2
+    err = capsys.readouterr().err
+    assert f"{scenes}:3: " in err and "scene_description" in err
+    scenes.write_text('["not", "an object"]\n')
+    assert main(["submit", "--file", str(scenes)]) == 2
+    assert f"{scenes}:1: not a JSON object" in capsys.readouterr().err
