@@ -33,6 +33,7 @@ class Planner(Stage):
                     overall_mood=plan.overall_mood,
                     lighting_suggestions=plan.lighting_suggestions,
                     plan_notes=list(plan.notes),
+                    character_sheets=request.character_sheets,
                 ),
                 source=self.source,
                 index=index,

@@ -10,7 +10,7 @@ from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from render.backends import workflow_name
 from store.projections import Origin
-from store.queries import decide_once, decision_posteriors
+from store.queries import character_sheets_for, decide_once, decision_posteriors
 
 
 class Refiner(DatabaseStage):
@@ -25,9 +25,11 @@ class Refiner(DatabaseStage):
             self.pool, context, list(MODIFIERS), now=envelope.time, half_life_s=self.settings.half_life_s,
             borrowed_strength=self.settings.borrowed_strength,
         )
+        missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
         refined = refine(
             planned,
             posteriors,
+            await character_sheets_for(self.pool, missing),
             width=self.settings.render_width,
             height=self.settings.render_height,
             workflow=workflow,

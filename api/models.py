@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from events.models import ExternalScores, Probability, PromptSpec, SceneId, ShotSpec
+from events.models import CharacterSheets, ExternalScores, Probability, PromptSpec, SceneId, ShotSpec
 
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
 Description = Annotated[str, Field(min_length=1, max_length=2000, description="What happens in the scene.")]
@@ -67,6 +67,8 @@ class EnhanceRequest(_Body):
     mood: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     lighting: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     attempt: Annotated[int, Field(ge=1, le=10)] = Field(1, description="Which attempt at the shot (seeds the choice).")
+    character_sheets: CharacterSheets = Field(
+        default_factory=dict, description="Designs of characters (else the remembered or default ones).")
 
 
 class EnhanceResponse(BaseModel):
@@ -80,6 +82,9 @@ class IntegrateRequest(PlanRequest):
     """Start the whole pipeline for a scene (``scene.requested``)."""
 
     scene_id: SceneId | None = Field(None, description="Default: a new one. Scene ids must be unique.")
+    character_sheets: CharacterSheets = Field(
+        default_factory=dict, description='A design per character, e.g. {"Kai": "tall, silver hair, red scarf"}: '
+        "used in every shot and remembered for later scenes that name the character.")
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     quality_threshold: Probability | None = None
 

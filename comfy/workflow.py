@@ -18,6 +18,8 @@ slots, found from the graph's links, never from node ids:
                     every node with literal ``width`` and ``height`` inputs (``EmptyImage``)
 ``frame_count``     that source's ``length`` (video latents) or else ``batch_size``
 ``reference_image`` the ``image`` input of ``LoadImage`` nodes (a character reference)
+``motion_bucket``   every literal ``motion_bucket_id`` (``SVD_img2vid_Conditioning``): how much a
+                    video model moves the picture (Tower's ``motion_strength`` 0-1 as 1-255)
 ==================  ===========================================================================
 
 A slot a template does not have is simply absent (:attr:`WorkflowTemplate.slots`); patching a
@@ -56,6 +58,7 @@ SLOTS = (
     "height",
     "frame_count",
     "reference_image",
+    "motion_bucket",
 )
 
 #: Text inputs of known encoders; any other node with a literal ``text`` or ``prompt`` input, a
@@ -350,6 +353,8 @@ def find_slots(graph: dict[str, Any]) -> dict[str, tuple[Target, ...]]:
     for nid in sorted(graph, key=_order):
         if graph[nid]["class_type"] in REFERENCE_LOADERS and _literal(graph[nid], "image"):
             add("reference_image", nid, "image")
+        if _literal(graph[nid], "motion_bucket_id"):
+            add("motion_bucket", nid, "motion_bucket_id")
     both = {t.node_id for t in found["prompt"]} & {t.node_id for t in found["negative_prompt"]}
     if both:
         raise WorkflowError(f"text encoder node(s) {sorted(both)} feed both positive and negative")

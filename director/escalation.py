@@ -83,6 +83,7 @@ def retry_of(event: QualityScored, *, best_modifier: str | None = None) -> ShotP
         escalation=escalation,
         retry_reason=f"{outcome(event)}; {NEXT_STEP[escalation]}",
         keep_modifier=keep.get(escalation),
+        character_sheets=event.character_sheets,
     )
 
 

@@ -44,6 +44,15 @@ EXTRA_RANK = 5  # coverage used only to fill a long target duration
 COMFORTABLE_SHOT_S = 6.0
 DEFAULT_PLACE = "a stylised anime landscape"
 DEFAULT_TIME = "late afternoon"
+# The scene's colour palette by the time of day it opens at.
+PALETTES = {
+    "dawn": "soft pastel pinks and cool blues",
+    "morning": "fresh pale greens and light gold",
+    "day": "bright saturated natural colours",
+    DEFAULT_TIME: "warm golden tones with soft shadows",
+    "dusk": "warm amber, magenta and violet",
+    "night": "deep blues and teal with warm highlights",
+}
 
 _LEADING_PHRASES = re.compile(
     r"^\s*(please\s+)?(create|make|generate|render|show|draw)\s+(me\s+)?(an?\s+|the\s+)?"
@@ -1086,6 +1095,8 @@ def plan_scene(request: SceneRequested, *, fps: int) -> ScenePlan:
     if not any(b.place_given for b in beats):
         notes.append(f"no place in the description: assumed {DEFAULT_PLACE}")
 
+    # One palette for the whole scene, set by its opening: shots cut together must match.
+    palette = PALETTES.get(beats[0].time, PALETTES[DEFAULT_TIME])
     shots = []
     for number, (cov, duration) in enumerate(zip(chosen, durations, strict=True), start=1):
         beat = beats[max(0, cov.beat)]
@@ -1103,6 +1114,9 @@ def plan_scene(request: SceneRequested, *, fps: int) -> ScenePlan:
             action=cov.action,
             description=f"beat {max(0, cov.beat) + 1}/{len(beats)} ({beat.kind}): {beat.text}",
             continuity_notes=_continuity(cov, beat, reader.order, number),
+            setting=beat.place,
+            time_of_day=beat.time,
+            palette=palette,
             expected_motion=cov.motion,
         ))
 

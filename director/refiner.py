@@ -4,6 +4,7 @@ modifier chosen by Thompson sampling over the learned patterns of the shot's con
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 
 from director.escalation import WORKFLOW_CFG_DELTA, WORKFLOW_STEPS_FACTOR
@@ -41,15 +42,70 @@ def pattern_context(shot: ShotSpec, workflow: str) -> str:
     return f"{shot.camera_angle}|{shot.mood}|{shot.lighting}|{workflow}"
 
 
-def character_sheet(name: str) -> str:
-    """A stable per-character description, so every shot draws the same design."""
+# What a name says a character is, by a word in it ("Dragon", "Shiro the wolf", "Unit-7 robot").
+_KINDS = {
+    **dict.fromkeys(("dragon", "serpent", "snake", "wyvern", "kaiju", "lizard"), ("creature", "scales")),
+    **dict.fromkeys(("wolf", "fox", "cat", "dog", "tiger", "bear", "horse", "kitsune", "beast", "lion"),
+                    ("creature", "fur")),
+    **dict.fromkeys(("bird", "crow", "raven", "phoenix", "griffin", "owl", "eagle", "hawk"), ("creature", "feathers")),
+    **dict.fromkeys(("monster", "demon", "oni", "yokai", "golem", "titan"), ("creature", "hide")),
+    **dict.fromkeys(("robot", "android", "cyborg", "mech", "mecha", "drone", "automaton"), ("machine", "plating")),
+    **dict.fromkeys(("ghost", "spirit", "phantom", "wraith"), ("spirit", "glow")),
+}
+
+
+_COLOURS = frozenset("red crimson scarlet black white silver golden gold blue azure green emerald jade teal violet "
+                     "purple pink orange grey gray bronze copper".split())
+
+
+def character_kind(name: str) -> tuple[str, str]:
+    """``(kind, covering)``: ``("human", "")`` unless a word of the name says otherwise."""
+    for word in re.findall(r"[a-z]+", name.lower()):
+        kind = _KINDS.get(word) or _KINDS.get(word.rstrip("s"))
+        if kind:
+            return kind
+    return "human", ""
+
+
+def character_sheet(name: str, given: str | None = None) -> str:
+    """The character's design in every shot: the one given (by the user, or remembered from an
+    earlier scene), else a default derived from the name alone, so it is the same in every scene
+    and session. A dragon gets scales, a robot plating, not hair and a school uniform."""
+    if given:
+        return f"{name} ({given}, consistent character design)"
     digest = hashlib.sha256(name.lower().encode()).digest()
-    hair = ("silver", "crimson", "jet-black", "golden", "teal", "violet")[digest[0] % 6]
+    named = [word for word in re.findall(r"[a-z]+", name.lower()) if word in _COLOURS]
+    colour = named[0] if named else ("silver", "crimson", "jet-black", "golden", "teal", "violet")[digest[0] % 6]
     eyes = ("amber", "emerald", "sapphire", "scarlet", "grey")[digest[1] % 5]
-    outfit = ("battle-worn cloak", "school uniform", "armoured coat", "flowing robes", "scaled hide")[
+    kind, covering = character_kind(name)
+    if kind == "creature":
+        build = ("towering", "sleek", "massive", "lithe", "ancient")[digest[2] % 5]
+        return f"{name} ({build} {colour} {covering}, {eyes} eyes, consistent creature design)"
+    if kind == "machine":
+        finish = ("battle-scarred", "polished", "matte", "weathered", "gleaming")[digest[2] % 5]
+        return f"{name} ({finish} {colour} {covering}, glowing {eyes} optics, consistent mechanical design)"
+    if kind == "spirit":
+        return f"{name} (translucent {colour} {covering}, {eyes} eyes, consistent spirit design)"
+    outfit = ("battle-worn cloak", "school uniform", "armoured coat", "flowing robes", "travelling clothes")[
         digest[2] % 5
     ]
-    return f"{name} ({hair} hair, {eyes} eyes, {outfit}, consistent character design)"
+    return f"{name} ({colour} hair, {eyes} eyes, {outfit}, consistent character design)"
+
+
+# How far the camera moves per frame, relative to a tracking shot: the movement as a render
+# parameter (the procedural renderer's pan, a video model's camera motion), not as prompt words
+# an image model cannot act on.
+CAMERA_MOTION = {
+    "static": 0.0, "locked-off": 0.0, "slow push-in": 0.3, "slow pan": 0.4, "push-in": 0.5, "pull-back": 0.5,
+    "pan": 0.6, "crane": 0.6, "dolly": 0.6, "handheld": 0.8, "orbit": 0.8, "tracking": 1.0, "whip pan": 1.5,
+}
+DEFAULT_CAMERA_MOTION = 0.5
+
+
+def scene_continuity(shot: ShotSpec) -> str:
+    """Where and when, and the scene's palette: the same words in every shot of a scene."""
+    parts = [shot.setting, shot.time_of_day, f"{shot.palette} palette" if shot.palette else ""]
+    return ", ".join(part for part in parts if part)
 
 
 def candidate_modifiers(tried: list[str]) -> list[str]:
@@ -82,6 +138,7 @@ def sampler_settings(modifier: Modifier, escalation: Escalation) -> tuple[int, f
 def refine(
     planned: ShotPlanned,
     posteriors: Mapping[str, Posterior],
+    sheets: Mapping[str, str] | None = None,
     *,
     width: int,
     height: int,
@@ -98,9 +155,10 @@ def refine(
         for part in (
             STYLE_TOKENS.get(planned.style, f"{planned.style} style"),
             CAMERA_TOKENS.get(shot.camera_angle, f"{shot.camera_angle} shot"),
-            f"{shot.camera_movement} camera",
             shot.action,
-            *(character_sheet(c) for c in shot.characters),
+            *(character_sheet(c, planned.character_sheets.get(c) or (sheets or {}).get(c.lower()))
+              for c in shot.characters),
+            scene_continuity(shot),
             f"{shot.mood} mood",
             shot.lighting,
             modifier.prompt_text,
@@ -117,6 +175,8 @@ def refine(
         width=width,
         height=height,
         context=pattern_context(shot, workflow),
+        camera_motion=CAMERA_MOTION.get(shot.camera_movement, DEFAULT_CAMERA_MOTION),
+        motion_strength=round(min(1.0, max(0.0, shot.expected_motion * modifier.motion_gain)), 4),
         modifier=modifier.name,
         modifier_probability=round(choice.probability, 4),
         learner_version=learner_version,

@@ -32,7 +32,7 @@ class _Model(BaseModel):
     @classmethod
     def _no_nul(cls, value: object) -> object:
         # PostgreSQL text cannot hold NUL: an event carrying one could never be projected.
-        texts = list(value) if isinstance(value, list | dict) else [value]
+        texts = [*value, *value.values()] if isinstance(value, dict) else list(value) if isinstance(value, list) else [value]
         if any(isinstance(text, str) and "\x00" in text for text in texts):
             raise ValueError("text must not contain NUL characters")
         return value
@@ -41,6 +41,12 @@ class _Model(BaseModel):
 class _Event(_Model):
     scene_id: SceneId
     session_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+CharacterSheets = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(min_length=1, max_length=500)]],
+    Field(max_length=64),
+]
 
 
 class SceneRequested(_Event):
@@ -59,6 +65,11 @@ class SceneRequested(_Event):
         None, description="The batch this scene was submitted in, if any."
     )
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(None, description="How many scenes the batch has.")
+    character_sheets: CharacterSheets = Field(
+        default_factory=dict,
+        description="A design per character name (\"Kai\": \"tall, silver hair, red scarf\"): used in every shot, "
+        "and kept for later scenes and sessions that name the character.",
+    )
     target_duration_s: Annotated[float, Field(ge=1.0, le=300.0)] | None = Field(
         None, description="Wanted length of the whole scene in seconds; unset: the planner's own pacing."
     )
@@ -87,6 +98,11 @@ class ShotSpec(_Model):
     action: str
     description: str
     continuity_notes: str = ""
+    setting: Annotated[str, Field(max_length=200)] = Field("", description="Where the shot takes place.")
+    time_of_day: Annotated[str, Field(max_length=100)] = ""
+    palette: Annotated[str, Field(max_length=200)] = Field(
+        "", description="The scene's colour palette, the same for every shot of the scene."
+    )
     expected_motion: Probability = Field(
         description="How much the shot should move: 0 a still establishing shot, 1 fast action."
     )
@@ -118,6 +134,9 @@ class _ShotAttempt(_Event):
     keep_modifier: Label | None = Field(
         None, description="The modifier a `new-seed` or `workflow-setting` attempt keeps."
     )
+    character_sheets: CharacterSheets = Field(
+        default_factory=dict, description="The designs of the scene's characters (given or remembered)."
+    )
 
 
 class ShotPlanned(_ShotAttempt):
@@ -143,6 +162,14 @@ class PromptSpec(_Model):
     height: Annotated[int, Field(ge=16, le=4096)]
     context: Annotated[str, Field(max_length=1000)] = Field(
         description="Pattern context: shot type x mood x lighting x workflow."
+    )
+    camera_motion: Annotated[float, Field(ge=0, le=2)] = Field(
+        0.5, description="How far the camera moves per frame, relative to a tracking shot (0 static, 1 tracking): "
+        "the shot's camera movement as a render parameter, not as prompt words.",
+    )
+    motion_strength: Probability = Field(
+        0.5, description="How much the picture should move (the shot's expected motion x the modifier's gain): "
+        "a video model's motion parameter (ComfyUI's motion_bucket_id).",
     )
     modifier: Label = Field(description="The prompt pattern chosen for this attempt.")
     modifier_probability: Probability = Field(

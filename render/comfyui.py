@@ -63,6 +63,11 @@ def comfy_workflow_name(settings: Any) -> str:
     return workflow_name(getattr(settings, "comfy_workflow", None))
 
 
+
+def motion_bucket(strength: float) -> int:
+    """A ``motion_bucket_id`` (1-255, SVD's default 127) for a motion strength in [0, 1]."""
+    return round(1 + min(1.0, max(0.0, strength)) * 254)
+
 class ComfyBackend:
     name = BACKEND_NAME
 
@@ -150,6 +155,7 @@ class ComfyBackend:
                     "width": spec.width,
                     "height": spec.height,
                     "frame_count": event.shot.frame_count,
+                    "motion_bucket": motion_bucket(spec.motion_strength),
                 }
             )
             reference = self._reference_for(event) if template.slots.get("reference_image") else None

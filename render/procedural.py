@@ -2,7 +2,7 @@
 the prompt's shot and modifier, so the scorer's numbers mean something.
 
 What is drawn: a band-limited painted backdrop (a few random sinusoids, tinted by the lighting),
-panned by the camera; one soft disc per character with a colour derived from its name, moving
+panned by the camera (the prompt's ``camera_motion``); one soft disc per character with a colour derived from its name, moving
 along its own path. How much things move is ``expected_motion x modifier.motion_gain``; how much
 each frame flickers and shakes is the modifier's ``jitter``. The same prompt seed gives the same
 frames, byte for byte.
@@ -19,7 +19,8 @@ from director.modifiers import MODIFIERS
 from events.models import PromptRefined
 
 BACKEND_NAME = "procedural"
-WORKFLOW = "procedural-v1"
+# v2: the camera pans by the prompt's camera_motion (a static shot does not pan), not by a constant.
+WORKFLOW = "procedural-v2"
 # Pixels per frame at full motion, relative to the frame's shorter side.
 FULL_MOTION_STEP = 0.035
 
@@ -63,7 +64,7 @@ def iter_frames(event: PromptRefined) -> Iterator[np.ndarray]:
     motion = float(np.clip(shot.expected_motion * modifier.motion_gain, 0.0, 2.0))
     step = FULL_MOTION_STEP * min(height, width) * motion
     heading = rng.uniform(0, 2 * np.pi)
-    pan = np.array([np.cos(heading), np.sin(heading)]) * step * 0.5
+    pan = np.array([np.cos(heading), np.sin(heading)]) * step * prompt.camera_motion
 
     actors = []
     for name in shot.characters:

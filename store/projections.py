@@ -89,6 +89,14 @@ async def _scene(conn: asyncpg.Connection, env: Envelope, v: SceneRequested) -> 
     )
     if v.batch_id is not None:
         await record_batch(conn, v.batch_id, v.batch_size or 1, env.time)
+    if v.character_sheets:
+        await conn.executemany(
+            "INSERT INTO character_sheets AS c (name_key, name, sheet, updated_at, event_id) VALUES ($1,$2,$3,$4,$5)"
+            " ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, sheet = EXCLUDED.sheet,"
+            " updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id"
+            " WHERE (EXCLUDED.updated_at, EXCLUDED.event_id) > (c.updated_at, c.event_id)",
+            [(name.lower(), name, sheet, env.time, env.id) for name, sheet in sorted(v.character_sheets.items())],
+        )
     if inserted:
         await conn.execute(
             "INSERT INTO sessions (session_id, created_at, scene_count) VALUES ($1, $2, 1)"

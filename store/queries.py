@@ -47,6 +47,15 @@ async def decision_posteriors(
     return {modifier: belief.posterior() for modifier, belief in known.items()}
 
 
+async def character_sheets_for(conn: asyncpg.Connection | asyncpg.Pool, names: Sequence[str]) -> dict[str, str]:
+    """Remembered designs of these characters, by lower-cased name."""
+    if not names:
+        return {}
+    rows = await conn.fetch("SELECT name_key, sheet FROM character_sheets WHERE name_key = ANY($1::text[])",
+                            [name.lower() for name in names])
+    return {r["name_key"]: r["sheet"] for r in rows}
+
+
 async def pattern_table(conn: asyncpg.Connection | asyncpg.Pool) -> PatternTable:
     rows = await conn.fetch("SELECT context, modifier, alpha_micros, beta_micros, observations FROM patterns")
     return {

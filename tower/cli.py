@@ -74,6 +74,11 @@ def submit(
         "--file", "-f", help="a JSONL file, one scene per line in the seed's workflow/integrate shape "
         '({"scene_description": ..., "characters": [...], ...}); submitted as one batch with a progress bar')] = None,
     characters: Annotated[str, typer.Option(help="comma-separated names, e.g. Kai,Dragon")] = "",
+    character_sheet: Annotated[Optional[list[str]], typer.Option(
+        help='a character\'s design, NAME=DESCRIPTION (repeatable), e.g. "Kai=tall, silver hair, red scarf"; '
+        "kept for later scenes naming the character")] = None,
+    character_sheets: Annotated[Optional[Path], typer.Option(
+        help='a JSON file of designs, {"Kai": "tall, silver hair, red scarf", ...}')] = None,
     session: Annotated[Optional[str], typer.Option(help="creative session id (default: a new one)")] = None,
     scene_id: Annotated[Optional[str], typer.Option(help="scene id (default: a new one)")] = None,
     style: Annotated[str, typer.Option(help="anime, ghibli, cyberpunk, or your own")] = "anime",
@@ -91,7 +96,8 @@ def submit(
     if file is not None:
         run_command(cmd_submit_file, file=file, session=session, timeout=timeout)
     else:
-        run_command(cmd_submit, description=description, characters=characters, session=session, scene_id=scene_id,
+        run_command(cmd_submit, description=description, characters=characters,
+                    sheets=read_character_sheets(character_sheet or [], character_sheets), session=session, scene_id=scene_id,
                     style=style, max_attempts=max_attempts, threshold=threshold, duration=duration, follow=follow,
                     timeout=timeout)
 
@@ -193,6 +199,25 @@ def settings() -> None:
     run_command(cmd_settings)
 
 
+def read_character_sheets(pairs: list[str], path: Path | None) -> dict[str, str]:
+    """Designs from ``--character-sheets FILE`` (JSON) and ``--character-sheet NAME=DESC`` (these win)."""
+    sheets: dict[str, str] = {}
+    if path is not None:
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise typer.BadParameter(f"{path}: {exc}", param_hint="--character-sheets") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise typer.BadParameter(f"{path}: a JSON object of name -> description", param_hint="--character-sheets")
+        sheets.update(loaded)
+    for pair in pairs:
+        name, sep, sheet = pair.partition("=")
+        if not sep or not name.strip() or not sheet.strip():
+            raise typer.BadParameter(f"{pair!r} is not NAME=DESCRIPTION", param_hint="--character-sheet")
+        sheets[name.strip()] = sheet.strip()
+    return sheets
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tower`` command: bad input gets one line and exit 2, never a traceback."""
     try:
@@ -274,6 +299,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         max_attempts=args.max_attempts,
         quality_threshold=args.threshold,
         target_duration_s=args.duration,
+        character_sheets=args.sheets,
     )
 
     async def run() -> int:
@@ -589,7 +615,7 @@ def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
             scene_id=body.scene_id or new_scene_id(), session_id=session_id, description=body.scene_description,
             characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
             quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
-            batch_id=batch_id, batch_size=len(lines)))
+            character_sheets=body.character_sheets, batch_id=batch_id, batch_size=len(lines)))
     if not scenes:
         raise ValueError(f"{args.file} has no scenes (one JSON object per line)")
 

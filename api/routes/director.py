@@ -38,7 +38,7 @@ from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
 from events.topics import FEEDBACK_SUBMITTED
 from render.backends import workflow_name
 from store.projections import record_batch
-from store.queries import attempt_pattern, decision_posteriors, scene_exists
+from store.queries import attempt_pattern, character_sheets_for, decision_posteriors, scene_exists
 from tower.follow import new_scene_id, scene_envelope
 from tower.settings import Settings
 
@@ -95,12 +95,19 @@ async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceRespo
         scene_id=f"enhance-{digest}", session_id=body.session_id, attempt=body.attempt,
         max_attempts=max(body.attempt, settings.max_attempts), quality_threshold=settings.quality_threshold,
         shot=shot, style=body.style, overall_mood=plan.overall_mood, lighting_suggestions=plan.lighting_suggestions,
+        character_sheets=body.character_sheets,
     )
     workflow = workflow_name(settings)
-    posteriors = await backends_of(request).query(lambda pool: decision_posteriors(
-        pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC),
-        half_life_s=settings.half_life_s, borrowed_strength=settings.borrowed_strength))
-    refined = refine(planned, posteriors, width=settings.render_width, height=settings.render_height,
+
+    async def decide(pool) -> tuple[dict, dict]:  # noqa: ANN001 - asyncpg.Pool
+        posteriors = await decision_posteriors(
+            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC),
+            half_life_s=settings.half_life_s, borrowed_strength=settings.borrowed_strength)
+        missing = [name for name in shot.characters if name not in body.character_sheets]
+        return posteriors, await character_sheets_for(pool, missing)
+
+    posteriors, sheets = await backends_of(request).query(decide)
+    refined = refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,
                      workflow=workflow, learner_version=settings.learner_version)
     return EnhanceResponse(session_id=body.session_id, shot=shot, prompt=refined.prompt)
 
@@ -115,7 +122,8 @@ def _scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
     return SceneRequested(
         scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
         characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
-        quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s, **extra,
+        quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
+        character_sheets=body.character_sheets, **extra,
     )
 
 

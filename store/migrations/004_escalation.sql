@@ -13,3 +13,12 @@ CREATE TABLE regression_alerts (
     alert             jsonb       NOT NULL,
     sent              boolean     NOT NULL DEFAULT false
 );
+-- Character designs given with a scene, kept for later scenes and sessions naming the character
+-- (the latest request wins, by event time, so a replay rebuilds the same rows).
+CREATE TABLE character_sheets (
+    name_key   text PRIMARY KEY,  -- lower-cased name
+    name       text        NOT NULL,
+    sheet      text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    event_id   text        NOT NULL
+);

@@ -172,3 +172,38 @@ def test_context_parts_reads_the_refiner_format():
 
     assert context_parts("low-angle|epic|golden hour|comfyui-abc") == {
         "camera_angle": "low-angle", "mood": "epic", "lighting": "golden hour", "workflow": "comfyui-abc"}
+
+
+def test_every_shot_of_a_scene_says_where_when_and_its_palette_and_not_the_camera_words(kai_request):
+    from director.planner import plan_scene
+    from director.refiner import CAMERA_MOTION
+    from events.models import ShotPlanned
+
+    request = kai_request.model_copy(update={"description": "Kai walks into the misty forest at dawn, then the dragon lands"})
+    plan = plan_scene(request, fps=4)
+    prompts = [refine(ShotPlanned(scene_id="s", session_id="s", attempt=1, max_attempts=3, quality_threshold=0.6, shot=shot,
+                                  overall_mood=plan.overall_mood, lighting_suggestions=plan.lighting_suggestions),
+                      {}, width=64, height=64, workflow="w", learner_version="1").prompt for shot in plan.shots]
+    assert len({shot.palette for shot in plan.shots}) == 1 and plan.shots[0].palette
+    for shot, prompt in zip(plan.shots, prompts, strict=True):
+        assert "misty forest" in prompt.prompt and "dawn" in prompt.prompt and shot.palette in prompt.prompt
+        assert f"{shot.camera_movement} camera" not in prompt.prompt
+        assert prompt.camera_motion == CAMERA_MOTION[shot.camera_movement]
+        assert 0 <= prompt.motion_strength <= 1
+
+
+def test_character_sheets_given_remembered_or_by_kind(kai_shots):
+    from director.refiner import character_sheet
+
+    dragon = character_sheet("Dragon")
+    assert "scales" in dragon and "hair" not in dragon and "uniform" not in dragon
+    assert "plating" in character_sheet("Unit-7 robot") and "fur" in character_sheet("Shiro the wolf")
+    assert "crimson" in character_sheet("the Crimson Dragon"), "a colour in the name is the colour"
+    assert character_sheet("Kai") == character_sheet("Kai"), "the same design in every scene and session"
+    planned = kai_shots[1].model_copy(update={"character_sheets": {"Kai": "tall, silver hair, red scarf"}})
+    prompt = refine(planned, {}, {"dragon": "a tiny green dragon"}, width=64, height=64, workflow="w",
+                    learner_version="1").prompt.prompt
+    if "Kai" in planned.shot.characters:
+        assert "Kai (tall, silver hair, red scarf" in prompt
+    if "Dragon" in planned.shot.characters:
+        assert "Dragon (a tiny green dragon" in prompt

@@ -7,7 +7,7 @@ from render.procedural import render_shot
 
 
 def frames_for(planned, modifier="clean-cel"):
-    refined = refine(planned, {}, width=64, height=48, workflow="procedural-v1", learner_version="1")
+    refined = refine(planned, {}, width=64, height=48, workflow="procedural-v2", learner_version="1")
     refined = refined.model_copy(update={"prompt": refined.prompt.model_copy(update={"modifier": modifier})})
     return render_shot(refined)
 
@@ -58,7 +58,7 @@ async def test_procedural_backend_reports_progress_per_frame(tmp_path, kai_shots
     async def sink(progress):
         seen.append(progress)
 
-    event = refine_shot(kai_shots[1], {}, width=32, height=32, workflow="procedural-v1", learner_version="1")
+    event = refine_shot(kai_shots[1], {}, width=32, height=32, workflow="procedural-v2", learner_version="1")
     rendered = await render(ProceduralBackend(sink), event, tmp_path)
     total = kai_shots[1].shot.frame_count
     assert rendered.status == "ok" and len(rendered.frames) == total
@@ -71,7 +71,7 @@ async def test_a_render_that_cannot_succeed_is_a_failed_event(tmp_path, kai_shot
     from director.refiner import refine as refine_shot
     from render.backends import ProceduralBackend, render
 
-    event = refine_shot(kai_shots[0], {}, width=32, height=32, workflow="procedural-v1", learner_version="1")
+    event = refine_shot(kai_shots[0], {}, width=32, height=32, workflow="procedural-v2", learner_version="1")
     event = event.model_copy(update={"prompt": event.prompt.model_copy(update={"modifier": "nope"})})
     rendered = await render(ProceduralBackend(), event, tmp_path)
     assert rendered.status == "failed" and "unknown modifier" in rendered.reason and not rendered.frames
@@ -88,3 +88,19 @@ def test_frames_are_verified_against_their_digest(tmp_path, kai_shots):
     resolve(tmp_path, ref.uri).unlink()
     with pytest.raises(ValueError, match="cannot be read"):
         verified(tmp_path, ref)
+
+
+def test_the_camera_pans_by_the_prompts_camera_motion_not_by_words(kai_shots):
+    planned = max(kai_shots, key=lambda p: p.shot.expected_motion).model_copy(update={"shot": kai_shots[0].shot.model_copy(
+        update={"characters": [], "expected_motion": 0.8})})
+    refined = refine(planned, {}, width=64, height=48, workflow="procedural-v2", learner_version="1")
+    steady = refined.prompt.model_copy(update={"modifier": "dynamic-action"})
+
+    def drift(camera_motion: float) -> float:
+        """How far the last frame is from the first, brightness-normalised (flicker and grain aside)."""
+        prompt = steady.model_copy(update={"camera_motion": camera_motion})
+        frames = render_shot(refined.model_copy(update={"prompt": prompt}))
+        first, last = (f.astype(np.float32).mean(axis=2) for f in (frames[0], frames[-1]))
+        return float(np.abs(first / first.mean() - last / last.mean()).mean())
+
+    assert drift(1.0) > 3 * drift(0.0), "a tracking camera moves the backdrop away, a static one keeps it"

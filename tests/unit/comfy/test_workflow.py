@@ -467,3 +467,16 @@ def test_ui_prompt_free_property_reaches_the_template():
     ui = ui_workflow()
     ui["nodes"][3]["properties"] = {"tower_prompt_free": True}
     assert ui_to_api(ui, OBJECT_INFO)["4"]["_meta"]["tower_prompt_free"] is True
+
+
+def test_motion_strength_fills_the_video_models_motion_bucket():
+    from render.comfyui import motion_bucket
+
+    graph = {**SD_GRAPH, "50": {"class_type": "SVD_img2vid_Conditioning", "inputs": {
+        "motion_bucket_id": 127, "fps": 6, "augmentation_level": 0.0, "width": 1024, "height": 576,
+        "video_frames": 14, "clip_vision": ["40", 1], "init_image": ["23", 0], "vae": ["40", 2]}}}
+    template = WorkflowTemplate.from_graph("svd", graph)
+    assert template.slots["motion_bucket"] == (Target("50", "motion_bucket_id"),)
+    assert [motion_bucket(s) for s in (0.0, 0.5, 1.0, 7.0)] == [1, 128, 255, 255]
+    assert template.patch({"motion_bucket": motion_bucket(0.2)})["50"]["inputs"]["motion_bucket_id"] == 52
+    assert "motion_bucket" not in WorkflowTemplate.from_graph("sd", SD_GRAPH).slots
