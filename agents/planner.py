@@ -1,8 +1,12 @@
-"""planner: ``scene.requested`` -> one ``shot.planned`` (attempt 1) per planned shot."""
+"""planner: ``scene.requested`` -> one ``shot.planned`` (attempt 1) per planned shot, by the
+built-in planner or, with ``TOWER_PLANNER=llm``, a model behind an OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
+import httpx
+
 from agents.stage import Stage
+from director.llm_planner import LlmEndpoint, LlmOutcome, llm_plan
 from director.planner import plan_scene
 from events.envelope import Envelope
 from events.models import SceneRequested, ShotPlanned
@@ -13,10 +17,29 @@ from store.projections import Origin
 class Planner(Stage):
     name = "planner"
     inputs = (SCENE_REQUESTED,)
+    _client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self.settings.planner == "llm":
+            self._client = httpx.AsyncClient(timeout=self.settings.planner_llm_timeout_s)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def plan(self, request: SceneRequested) -> LlmOutcome:
+        if self.settings.planner != "llm":
+            return LlmOutcome(plan_scene(request, fps=self.settings.render_fps), "builtin")
+        endpoint = LlmEndpoint(self.settings.planner_llm_url, self.settings.planner_llm_model,
+                               self.settings.planner_llm_timeout_s,
+                               key.get_secret_value() if (key := self.settings.planner_llm_api_key) else None)
+        return await llm_plan(request, fps=self.settings.render_fps, endpoint=endpoint, client=self._client)
 
     async def handle(self, envelope: Envelope[SceneRequested], origin: Origin) -> list[Envelope]:
         request = envelope.value
-        plan = plan_scene(request, fps=self.settings.render_fps)
+        outcome = await self.plan(request)
+        plan = outcome.plan
         return [
             envelope.derive(
                 ShotPlanned(
@@ -34,6 +57,8 @@ class Planner(Stage):
                     lighting_suggestions=plan.lighting_suggestions,
                     plan_notes=list(plan.notes),
                     character_sheets=request.character_sheets,
+                    planner=outcome.planner,
+                    planner_fallback_reason=outcome.fallback_reason,
                 ),
                 source=self.source,
                 index=index,

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from agents.stage import DatabaseStage
 from director.modifiers import MODIFIERS
-from director.refiner import pattern_context, refine
+from director.refiner import POLICIES, pattern_context, refine
 from events.envelope import Envelope
 from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from render.backends import workflow_name
 from store.projections import Origin
 from store.queries import character_sheets_for, decide_once, decision_posteriors
+from tower.settings import Settings
 
 
 class Refiner(DatabaseStage):
     name = "refiner"
     inputs = (SHOT_PLANNED,)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if settings.refiner_policy not in POLICIES:  # at start, not on every shot
+            raise ValueError(f"TOWER_REFINER_POLICY={settings.refiner_policy!r} is not one of {', '.join(POLICIES)}")
 
     async def handle(self, envelope: Envelope[ShotPlanned], origin: Origin) -> list[Envelope]:
         planned = envelope.value
@@ -34,6 +40,7 @@ class Refiner(DatabaseStage):
             height=self.settings.render_height,
             workflow=workflow,
             learner_version=self.settings.learner_version,
+            policy=self.settings.refiner_policy,
         )
         decided = await decide_once(self.pool, envelope.id, refined.prompt)
         return [envelope.derive(refined.model_copy(update={"prompt": decided}), source=self.source)]

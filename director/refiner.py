@@ -114,16 +114,29 @@ def candidate_modifiers(tried: list[str]) -> list[str]:
     return fresh or list(MODIFIERS)
 
 
-def choose_modifier(planned: ShotPlanned, posteriors: Mapping[str, Posterior], seed: int) -> Choice:
-    """The attempt's modifier, by its rung of the escalation ladder.
+POLICIES = ("thompson", "uniform", *(f"fixed:{name}" for name in MODIFIERS))
 
-    A first attempt samples every modifier; a ``new-modifier`` retry samples the untried ones;
-    ``new-seed`` and ``workflow-setting`` keep the modifier the learner named (probability 1).
+
+def choose_modifier(planned: ShotPlanned, posteriors: Mapping[str, Posterior], seed: int,
+                    policy: str = "thompson") -> Choice:
+    """The attempt's modifier, by its rung of the escalation ladder and the policy.
+
+    A first attempt chooses among every modifier; a ``new-modifier`` retry among the untried
+    ones; ``new-seed`` and ``workflow-setting`` keep the modifier the learner named
+    (probability 1). The policy is Thompson sampling over the patterns (the default), uniform
+    at random, or ``fixed:<modifier>`` (that one whenever it is a candidate, else uniform): the
+    baselines a learning policy is compared with. The probability of the choice is logged.
     """
     if planned.escalation in ("new-seed", "workflow-setting") and planned.keep_modifier in MODIFIERS:
         return Choice(planned.keep_modifier, 1.0, {})
     tried = planned.tried_modifiers if planned.attempt > 1 else []
-    return thompson_choice(posteriors, candidate_modifiers(tried), seed)
+    candidates = candidate_modifiers(tried)
+    if policy.startswith("fixed:") and policy.removeprefix("fixed:") in candidates:
+        return Choice(policy.removeprefix("fixed:"), 1.0, {})
+    if policy != "thompson":
+        pick = sorted(candidates)[int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:8], "big") % len(candidates)]
+        return Choice(pick, 1.0 / len(candidates), {})
+    return thompson_choice(posteriors, candidates, seed)
 
 
 def sampler_settings(modifier: Modifier, escalation: Escalation) -> tuple[int, float]:
@@ -144,10 +157,11 @@ def refine(
     height: int,
     workflow: str,
     learner_version: str,
+    policy: str = "thompson",
 ) -> PromptRefined:
     shot = planned.shot
     seed = decision_seed(planned.scene_id, shot.shot_number, planned.attempt, learner_version)
-    choice = choose_modifier(planned, posteriors, seed)
+    choice = choose_modifier(planned, posteriors, seed, policy)
     modifier = MODIFIERS[choice.modifier]
     steps, cfg = sampler_settings(modifier, planned.escalation)
     prompt = ", ".join(

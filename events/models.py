@@ -147,6 +147,10 @@ class ShotPlanned(_ShotAttempt):
     plan_notes: list[str] = Field(
         default_factory=list, description="What the planner assumed or found (characters, time, place, caps)."
     )
+    planner: Label = Field("builtin", description="Which planner made the plan: `builtin` or `llm`.")
+    planner_fallback_reason: Annotated[str, Field(max_length=1000)] | None = Field(
+        None, description="Why the LLM planner's plan was not used (the built-in one was)."
+    )
 
 
 class PromptSpec(_Model):

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from events.models import FrameRef, FrameRendered, PromptRefined, RenderProgress
-from render import procedural
+from render import procedural, simulated
 from render.media import attempt_dir, write_frames
 from tower.settings import Settings
 
@@ -44,13 +44,19 @@ def progress_of(event: PromptRefined, backend: str, kind: str, **fields: Any) ->
 
 
 class ProceduralBackend:
-    """The built-in deterministic CPU renderer (:mod:`render.procedural`); progress per frame."""
+    """The built-in deterministic CPU renderer (:mod:`render.procedural`); progress per frame.
+
+    With ``simulated_model`` set it is the ``simulated`` backend: the same frames, but each
+    modifier's response per context comes from :mod:`render.simulated`'s seeded table."""
 
     name = procedural.BACKEND_NAME
     workflow = procedural.WORKFLOW
 
-    def __init__(self, on_progress: ProgressSink | None = None) -> None:
+    def __init__(self, on_progress: ProgressSink | None = None, simulated_model: int | None = None) -> None:
         self.on_progress = on_progress
+        self.simulated_model = simulated_model
+        if simulated_model is not None:
+            self.name, self.workflow = "simulated", simulated.workflow(simulated_model)
 
     async def _report(self, event: PromptRefined, kind: str, **fields: Any) -> None:
         if self.on_progress is not None:
@@ -59,7 +65,9 @@ class ProceduralBackend:
     async def render(self, event: PromptRefined, media_root: Path) -> list[FrameRef]:
         total = event.shot.frame_count
         await self._report(event, "started", fraction=0.0, step=0, steps=total)
-        frames_iter = procedural.iter_frames(event)
+        response = (None if self.simulated_model is None
+                    else simulated.response(event.prompt.context, event.prompt.modifier, self.simulated_model))
+        frames_iter = procedural.iter_frames(event, response)
         frames = []
         try:
             while (frame := await asyncio.to_thread(next, frames_iter, None)) is not None:
@@ -109,6 +117,8 @@ def backend_for(settings: Settings, on_progress: ProgressSink | None = None) -> 
         return ProceduralBackend(on_progress)
     if settings.render_backend == "sleep":
         return SleepBackend(settings.sleep_render_s, on_progress)
+    if settings.render_backend == "simulated":
+        return ProceduralBackend(on_progress, simulated_model=settings.simulated_model)
     if settings.render_backend == "comfyui":
         # Imported here: render.comfyui imports RenderError from this module.
         from render.comfyui import ComfyBackend
@@ -134,6 +144,8 @@ def workflow_name(settings: Settings) -> str:
         return comfy_workflow_name(settings)
     if settings.render_backend == "sleep":
         return SleepBackend.workflow
+    if settings.render_backend == "simulated":
+        return simulated.workflow(settings.simulated_model)
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -46,12 +47,17 @@ def render_shot(event: PromptRefined) -> list[np.ndarray]:
     return list(iter_frames(event))
 
 
-def iter_frames(event: PromptRefined) -> Iterator[np.ndarray]:
-    """The frames of one attempt, one at a time (so a caller can report progress)."""
+def iter_frames(event: PromptRefined, response: tuple[float, float] | None = None) -> Iterator[np.ndarray]:
+    """The frames of one attempt, one at a time (so a caller can report progress).
+
+    ``response`` replaces the modifier's ``(motion_gain, jitter)``: how a simulated model
+    responds to it (:mod:`render.simulated`)."""
     prompt, shot = event.prompt, event.shot
     modifier = MODIFIERS.get(prompt.modifier)
     if modifier is None:
         raise ValueError(f"unknown modifier {prompt.modifier!r}; known: {', '.join(MODIFIERS)}")
+    if response is not None:
+        modifier = replace(modifier, motion_gain=response[0], jitter=response[1])
     rng = np.random.default_rng(prompt.seed)
     height, width = prompt.height, prompt.width
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

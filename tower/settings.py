@@ -26,12 +26,16 @@ class Settings(BaseSettings):
     media_dir: Path = Field(Path("media"), description="Root of the media store (rendered frames).")
     state_dir: Path = Field(Path(".tower/state"), description="Local worker state (Faust's data directories).")
 
-    render_backend: Literal["procedural", "comfyui", "sleep"] = Field(
+    render_backend: Literal["procedural", "comfyui", "sleep", "simulated"] = Field(
         "procedural",
         description="Render backend: `procedural` is the built-in CPU renderer, `comfyui` renders on "
         "ComfyUI servers (docs/COMFYUI.md); `sleep` is a fake for benchmarks (waits "
-        "TOWER_SLEEP_RENDER_S, writes tiny blank frames) that measures the pipeline's parallelism alone.",
+        "TOWER_SLEEP_RENDER_S, writes tiny blank frames) that measures the pipeline's parallelism alone; "
+        "`simulated` is a simulated model for the learning benchmark (procedural frames, per-context response "
+        "from a seeded table, render/simulated.py).",
     )
+    simulated_model: int = Field(
+        1, ge=1, le=2, description="The `simulated` backend's model version: 2 is a changed model that scores worse.")
     render_in_flight: int | None = Field(
         None, ge=1, le=256,
         description="Renders one renderer worker runs at once; unset: the ComfyUI pool's capacity "
@@ -72,6 +76,22 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, le=10, description="Attempt budget per shot (per scene default).")
     learner_version: str = Field("1", description="Seeds the refiner's sampling; bump to re-explore.")
+    planner: Literal["builtin", "llm"] = Field(
+        "builtin", description="The planner: `builtin` (film grammar, deterministic) or `llm` (an OpenAI-compatible "
+        "chat endpoint, JSON-schema constrained; falls back to the built-in plan, saying why, on any failure).",
+    )
+    planner_llm_url: str = Field(
+        "http://127.0.0.1:11434/v1", description="The LLM planner's OpenAI-compatible API base (Ollama's default; "
+        "llama.cpp server: http://127.0.0.1:8080/v1).",
+    )
+    planner_llm_model: str = Field("llama3.2", description="The model the LLM planner asks for.")
+    planner_llm_timeout_s: float = Field(20.0, gt=0, le=600, description="How long the LLM planner waits for a plan.")
+    planner_llm_api_key: SecretStr | None = Field(None, description="Bearer token for the LLM endpoint, if it needs one.")
+    refiner_policy: str = Field(
+        "thompson", pattern=r"^(thompson|uniform|fixed:[a-z-]+)$",
+        description="How the refiner chooses a modifier: `thompson` (learn from the patterns), `uniform` (at "
+        "random) or `fixed:<modifier>`: the baselines to compare learning with (`make bench-learning`).",
+    )
     borrowed_strength: float = Field(
         4.0, ge=0, le=1000,
         description="At most this many observations' worth of evidence a context borrows from related contexts "
