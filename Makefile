@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning schemas clean panel chromium up down
+.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 
 bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
+
+bench-drain: venv services  ## how fast planner, refiner and learner drain a pre-filled topic vs a bare aiokafka loop -> docs/BENCHMARKS.md
+	$(PY) -m bench.drain
 
 bench-learning: venv services  ## does the loop learn? Thompson vs uniform vs fixed vs the oracle, borrowed priors, a model change -> docs/BENCHMARKS.md
 	$(PY) -m bench.learning

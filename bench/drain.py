@@ -1,0 +1,180 @@
+"""Per-stage drain rate: how fast the planner, refiner and learner empty a pre-filled topic, beside
+a bare aiokafka consume -> produce loop on the same broker in the same run.
+
+Each stage runs as its own worker process (as in production) on a topic filled with N events;
+after a warm-up event has gone through (the worker is up and has its partitions), the N events
+are produced at once and the clock runs until the stage has handled them all (its outputs for
+the planner and refiner, its projected rows for the learner). The yardstick consumes N messages
+and, for each, produces one and awaits the broker's acknowledgement before the next, which is
+the delivery guarantee the stages keep (an output is acknowledged before its input is).
+Run with ``make bench-drain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import uuid
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.parallel import Run
+from bench.report import write_section
+from director.planner import plan_scene
+from director.refiner import refine
+from events.envelope import Envelope, new_event_id
+from events.models import QualityScored, SceneRequested, ShotPlanned
+from events.topics import QUALITY_SCORED, SHOT_PLANNED
+from tower.follow import produce, scene_envelope
+from tower.kafka import partitions_of
+from tower.settings import Settings
+
+DESCRIPTION = "Kai runs through the city at night"
+
+
+async def raw_rate(bootstrap: str, count: int) -> float:
+    """Messages per second of consume -> produce (awaiting each ack) over a pre-filled topic."""
+    source, sink = f"bench-drain-in-{uuid.uuid4().hex[:6]}", f"bench-drain-out-{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(source, 12, 1), NewTopic(sink, 12, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    payload = b"x" * 800  # about a scene.requested
+    for i in range(count):
+        await producer.send(source, payload, key=str(i).encode())
+    await producer.flush()
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-{source}",
+                                auto_offset_reset="earliest", enable_auto_commit=True)
+    await consumer.start()
+    try:
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    await (await producer.send(sink, record.value, key=record.key))
+                    seen += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float = 600) -> None:
+    seen, deadline = 0, time.monotonic() + timeout_s
+    while seen < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{seen} of {count} outputs after {timeout_s:.0f} s")
+        seen += sum(len(r) for r in (await consumer.getmany(timeout_ms=200)).values())
+
+
+async def stage_rate(base: Settings, stage: str, count: int) -> float:
+    """Inputs per second the stage drains (after a warm-up input)."""
+    async with Run(base, f"drain{stage[:3]}") as run:
+        settings = run.settings
+        plan = plan_scene(SceneRequested(scene_id="x", session_id="s", description=DESCRIPTION), fps=base.render_fps)
+        shots = len(plan.shots)
+
+        def scene(i: int) -> Envelope:
+            return scene_envelope(SceneRequested(scene_id=f"d-{i}", session_id="bench", description=DESCRIPTION))
+
+        def planned(i: int) -> Envelope:
+            value = ShotPlanned(scene_id=f"d-{i}", session_id="bench", attempt=1, max_attempts=1, quality_threshold=0.1,
+                                shot=plan.shots[i % shots], overall_mood=plan.overall_mood,
+                                lighting_suggestions=plan.lighting_suggestions)
+            return Envelope(id=new_event_id(), source="bench", type=SHOT_PLANNED.event_type, scene_id=value.scene_id,
+                            session_id="bench", value=value)
+
+        def scored(i: int) -> Envelope:
+            refined = refine(planned(i).value, {}, width=64, height=64, workflow="w", learner_version="1")
+            value = QualityScored(**refined.model_dump(), status="ok", composite=0.9, passed=True, scorer_version="t",
+                                  device="cpu")
+            return Envelope(id=new_event_id(), source="bench", type=QUALITY_SCORED.event_type, scene_id=value.scene_id,
+                            session_id="bench", value=value)
+
+        make, output, per_input = {"planner": (scene, "shot.planned", shots), "refiner": (planned, "prompt.refined", 1),
+                                   "learner": (scored, None, 1)}[stage]
+        consumer = AIOKafkaConsumer(bootstrap_servers=base.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            if output:
+                parts = await partitions_of(consumer, settings.topic(output))
+                consumer.assign(parts)
+                await consumer.seek_to_end(*parts)
+            run.workers.start(stage)
+            await produce(settings, [make(-1)])
+            await run.workers.watch(learned(run, 1) if output is None else count_outputs(consumer, per_input))
+            batch = [make(i) for i in range(count)]
+            started = time.perf_counter()  # the stage starts on the batch while it is being produced
+            await produce(settings, batch)
+            await run.workers.watch(learned(run, count + 1) if output is None else count_outputs(consumer, count * per_input))
+            return count / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+
+async def learned(run: Run, count: int, timeout_s: float = 600) -> None:
+    """Wait until the learner has projected ``count`` events."""
+    conn = await asyncpg.connect(run.database_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while await projected(conn) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the learner projected fewer than {count} events in {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def projected(conn: asyncpg.Connection) -> int:
+    try:
+        return await conn.fetchval("SELECT count(*) FROM processed_events")
+    except asyncpg.UndefinedTableError:  # the learner migrates its database on its first event
+        return 0
+
+
+async def run(count: int) -> str:
+    base = Settings()
+    print(f"bench: raw consume -> produce x{count}", file=sys.stderr)
+    raw = await raw_rate(base.kafka_bootstrap, count)
+    rates = {}
+    for stage in ("planner", "refiner", "learner"):
+        print(f"bench: {stage} draining {count} events", file=sys.stderr)
+        rates[stage] = await stage_rate(base, stage, count)
+    rows = [f"| {stage} | {rate:,.0f} | {rate / raw:.0%} |" for stage, rate in rates.items()]
+    return "\n".join([
+        "## Per-stage drain rate (`make bench-drain`)",
+        "",
+        f"Command: `make bench-drain` (`python -m bench.drain --count {count}`). Machine: {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, broker {base.kafka_bootstrap}. "
+        f"Date: {time.strftime('%Y-%m-%d')}. Each stage is one worker process draining {count} events produced at "
+        "once (after a warm-up event); the planner's input is a 4-shot scene, so it produces 4 events per input.",
+        "",
+        f"Yardstick, same run: a bare aiokafka loop that consumes a pre-filled topic and, for each message, "
+        f"produces one and awaits its acknowledgement: **{raw:,.0f} messages/s**.",
+        "",
+        "| stage | inputs/s | of the bare loop (goal 50%) |",
+        "|---|---:|---:|",
+        *rows,
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500, help="events each stage drains (default 500)")
+    args = parser.parse_args()
+    section = asyncio.run(run(args.count))
+    write_section("drain", section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
