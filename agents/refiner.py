@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agents.stage import DatabaseStage
 from director.modifiers import MODIFIERS
 from director.refiner import POLICIES, pattern_context, refine
@@ -27,15 +29,17 @@ class Refiner(DatabaseStage):
         planned = envelope.value
         workflow = workflow_name(self.settings)
         context = pattern_context(planned.shot, workflow)
-        posteriors = await decision_posteriors(
-            self.pool, context, list(MODIFIERS), now=envelope.time, half_life_s=self.settings.half_life_s,
-            borrowed_strength=self.settings.borrowed_strength,
-        )
         missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
+        # Two independent reads on two pooled connections: one round trip's wait, not two.
+        posteriors, sheets = await asyncio.gather(
+            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time,
+                                half_life_s=self.settings.half_life_s, borrowed_strength=self.settings.borrowed_strength),
+            character_sheets_for(self.pool, missing),
+        )
         refined = refine(
             planned,
             posteriors,
-            await character_sheets_for(self.pool, missing),
+            sheets,
             width=self.settings.render_width,
             height=self.settings.render_height,
             workflow=workflow,

@@ -317,12 +317,14 @@ async def run(rounds: int, change_rounds: int) -> str:
         *(f"| {name} | {r['composite'][0]:.3f} composite, {r['composite'][1]:.0%} pass | "
           f"{r['pass'][0]:.3f} composite, {r['pass'][1]:.0%} pass |" for name, r in rewards.items()),
         "",
-        "The composite is the reward Tower uses: it says how far from the threshold a score is, so a modifier "
-        "that fails narrowly and one that fails badly are told apart, and contexts where nothing passes (calm "
-        "shots here) still learn which modifier is least bad; a pass/fail reward is flat there. Only first "
-        "attempts are credited (`director/escalation.py`): a retry is made because the shot failed, so its "
-        "score would charge the retry's modifier for the shot's difficulty; retries' propensities are logged "
-        "for `tower evaluate` all the same.",
+        "Each reward wins on what it counts: learning from the composite gives the higher mean composite, "
+        "learning from passing the higher pass rate. Tower keeps the composite: it is the quality the scorer "
+        "measures, it tells a narrow failure from a bad one, and contexts where nothing passes (calm shots "
+        "here) still learn which modifier is least bad, where a pass/fail reward is flat; a deployment that "
+        "cares only about passing would choose the other. Only first attempts are credited "
+        "(`director/escalation.py`): a retry is made because the shot failed, so its score would charge the "
+        "retry's modifier for the shot's difficulty; retries' propensities are logged for `tower evaluate` "
+        "all the same.",
         "",
         "![learning curve](learning-curve.png)",
     ])
