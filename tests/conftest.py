@@ -4,6 +4,7 @@ test asks for them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from director.planner import plan_scene
 from events.models import SceneRequested, ShotPlanned
 from store.pool import create_database, drop_database
-from tests.integration.harness import kafka_service, postgres_service
+from tests.integration.harness import kafka_service, postgres_service, warm_up
 from tower.settings import Settings
 from tower.worker import StageProcesses
 
@@ -39,6 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     with kafka_service() as bootstrap:
+        asyncio.run(warm_up(bootstrap))
         yield bootstrap
 
 

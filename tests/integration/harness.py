@@ -44,6 +44,35 @@ def kafka_service() -> Iterator[str]:
         yield f"127.0.0.1:{os.environ.get('TOWER_KAFKA_PORT', '9092')}"
 
 
+async def warm_up(bootstrap: str, timeout_s: float = 180.0) -> None:
+    """Have a fresh broker create its group coordinator's topic (``__consumer_offsets``, 50
+    partitions) now, before any test: otherwise the first test's consumer groups wait for it."""
+    import uuid
+
+    from aiokafka import TopicPartition
+    from aiokafka.admin import NewTopic
+
+    topic = f"tower-warm-up-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker at {bootstrap} gave no consumer group an assignment in {timeout_s:.0f} s")
+                await consumer.getmany(timeout_ms=500)
+            await consumer.commit({TopicPartition(topic, 0): 0})
+        finally:
+            await consumer.stop()
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
 @contextmanager
 def postgres_service() -> Iterator[str]:
     if os.environ.get("TOWER_DATABASE_URL"):

@@ -21,7 +21,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from agents.registry import STAGE_NAMES
 from events.envelope import header_map
 from events.topics import TOPICS
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, warm_up
 from tests.integration.test_pipeline import kai_request
 from tower.follow import follow_scene, produce, scene_envelope
 from tower.kafka import read_topic
@@ -56,6 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     started = subprocess.run([KAFKACTL, "cluster", "start", "3"], env=env, capture_output=True, text=True, timeout=240)
     assert started.returncode == 0, started.stderr[-3000:]
     try:
+        asyncio.run(warm_up(started.stdout.strip().splitlines()[-1]))
         yield {**env, "bootstrap": started.stdout.strip().splitlines()[-1]}
     finally:
         # A throwaway cluster: no need for a slow controlled shutdown.
@@ -67,10 +68,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 async def test_topics_are_replicated_three_times_and_a_scene_survives_a_broker_crash(
     cluster, tower_env, workers, tmp_path: Path
 ):
-    env = {**tower_env, "TOWER_KAFKA_BOOTSTRAP": cluster["bootstrap"]}
+    # Three partitions a topic: the subject is losing a broker, and 3 brokers on this small machine
+    # re-elect leaders for every partition of every topic when one dies.
+    env = {**tower_env, "TOWER_KAFKA_BOOTSTRAP": cluster["bootstrap"], "TOWER_TOPIC_PARTITIONS": "3"}
     workers.env = env
     settings = Settings(kafka_bootstrap=cluster["bootstrap"], topic_prefix=env["TOWER_TOPIC_PREFIX"],
-                        database_url=env["TOWER_DATABASE_URL"])
+                        database_url=env["TOWER_DATABASE_URL"], topic_partitions=3)
     workers.start(*STAGE_NAMES)
 
     scored = asyncio.Event()
