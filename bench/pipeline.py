@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.registry import STAGE_NAMES
 from bench.report import percentile, write_section
+from director.planner import plan_scene
 from events.envelope import header_map, scene_of_key
 from events.models import SceneRequested
 from store.pool import create_database, drop_database
@@ -108,6 +109,11 @@ async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[
     return hops
 
 
+def kai(scene_id: str) -> SceneRequested:
+    return SceneRequested(scene_id=scene_id, session_id="bench", characters=["Kai", "Dragon"],
+                          description="Create a scene where Kai fights the dragon")
+
+
 async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
     base = Settings()
     unique = uuid.uuid4().hex[:8]
@@ -131,9 +137,6 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         await produce(settings, [scene_envelope(SceneRequested(scene_id=f"warm-{unique}", session_id="bench",
                                                                description="Kai walks at dawn"))])
         await workers.watch(follow_scene(settings, f"warm-{unique}", timeout_s=300))
-        def kai(scene_id: str) -> SceneRequested:
-            return SceneRequested(scene_id=scene_id, session_id="bench", characters=["Kai", "Dragon"],
-                                  description="Create a scene where Kai fights the dragon")
 
         # Latency: one scene at a time, so a hop is the stage's own time, not a queue.
         latency_ids = [f"lat-{unique}-{i}" for i in range(latency_scenes)]
@@ -174,7 +177,8 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         f"{settings.render_height}, scorer device {settings.scorer_device}. Date: {time.strftime('%Y-%m-%d')}. "
         "All five stages run as separate worker processes on the same machine as Kafka and PostgreSQL.",
         "",
-        f"- **Throughput:** {scenes} scenes ({scenes * 4} shots, plus retries) submitted together finished in "
+        f"- **Throughput:** {scenes} scenes ({scenes * len(plan_scene(kai('count'), fps=settings.render_fps).shots)} "
+        "shots, plus retries) submitted together finished in "
         f"{elapsed:.1f} s = **{scenes / elapsed * 60:.1f} scenes/min**.",
         f"- **Yardstick, raw aiokafka produce->consume hop** on the same broker (acks=all, one message at a "
         f"time, x{len(raw)}): p50 **{raw_p50:.2f} ms**, p95 {raw_p95:.2f} ms, mean {statistics.fmean(raw):.2f} ms.",

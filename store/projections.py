@@ -72,6 +72,12 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
             # another event id (a reused scene id, a re-rendered attempt) teaches nothing new.
             if await _score(conn, envelope, value) and (evidence := evidence_of(value)):
                 await _learn(conn, envelope, value.shot.shot_number, value.attempt, evidence)
+                await conn.execute(
+                    "INSERT INTO workflow_versions AS w (workflow, first_seen, samples) VALUES ($1, $2, 1)"
+                    " ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,"
+                    " first_seen = least(w.first_seen, EXCLUDED.first_seen)",
+                    context_parts(value.prompt.context)["workflow"], envelope.time,
+                )
         elif isinstance(value, FeedbackSubmitted):
             evidence = evidence_of(value)
             await _feedback(conn, envelope, value, evidence)
@@ -214,17 +220,16 @@ async def regression_alert(conn: asyncpg.Connection, scored: QualityScored) -> R
     pending = await conn.fetchrow("SELECT alert, sent FROM regression_alerts WHERE workflow = $1", workflow)
     if pending is not None:
         return None if pending["sent"] else RegressionDetected.model_validate_json(pending["alert"])
-    versions = await conn.fetch(
-        "SELECT split_part(context, '|', 4) AS workflow, min(scored_at) AS first_seen, count(*) AS samples"
-        " FROM scores WHERE credited AND status = 'ok' GROUP BY 1 ORDER BY 2"
+    # Two index lookups per credited score; the scores themselves are read only at checkpoints.
+    current = await conn.fetchrow("SELECT first_seen, samples FROM workflow_versions WHERE workflow = $1", workflow)
+    if current is None or not checkpoint(current["samples"]):
+        return None
+    previous = await conn.fetchrow(
+        "SELECT workflow FROM workflow_versions WHERE (first_seen, workflow) < ($1, $2)"
+        " ORDER BY first_seen DESC, workflow DESC LIMIT 1", current["first_seen"], workflow,
     )
-    names = [v["workflow"] for v in versions]
-    if workflow not in names or names.index(workflow) == 0:
+    if previous is None:
         return None
-    current = versions[names.index(workflow)]
-    if not checkpoint(current["samples"]):
-        return None
-    previous = versions[names.index(workflow) - 1]
     scores = await conn.fetch(
         "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND split_part(context, '|', 4) = $1)"
         " UNION ALL (SELECT composite, 1 FROM scores WHERE credited AND status = 'ok'"

@@ -22,3 +22,11 @@ CREATE TABLE character_sheets (
     updated_at timestamptz NOT NULL,
     event_id   text        NOT NULL
 );
+-- Credited scores per workflow version and when it was first seen: the regression check's
+-- index, kept in the learner's transaction so a replay rebuilds it exactly.
+CREATE TABLE workflow_versions (
+    workflow   text PRIMARY KEY,
+    first_seen timestamptz NOT NULL,
+    samples    integer     NOT NULL
+);
+CREATE INDEX workflow_versions_first_seen ON workflow_versions (first_seen);
