@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.report import percentile, write_section
@@ -38,6 +36,7 @@ from store.pool import create_database, drop_database
 from tower.follow import new_scene_id, scene_envelope
 from tower.kafka import ensure_topics, partitions_of
 from tower.settings import Settings
+from tower.worker import start_api
 
 INTEGRATE = "/api/director/workflow/integrate"
 PLAN = "/api/director/scene/plan"
@@ -154,43 +153,6 @@ def raw_main(args: argparse.Namespace) -> None:
 
 
 # -- the API process and the load ------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_api(env: dict[str, str], log_path: Path, token: str) -> tuple[subprocess.Popen, str]:
-    """``tower api`` on a free loopback port (as tests/conftest.py's start_api); waits for /health."""
-    port = free_port()
-    with open(log_path, "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "tower", "api", "--port", str(port)],
-                                   env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"tower api exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise TimeoutError(f"tower api did not answer /health within 60 s:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.1)
-
-
-def stop_api(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
 
 def loaded_modules(pid: int) -> set[str]:
     """Which of uvloop / httptools the server process has loaded (its native libraries in its maps)."""
@@ -309,7 +271,8 @@ def run(connections: int, duration_s: int, warmup_s: int, threads: int, rounds: 
     env = {**os.environ, "TOWER_TOPIC_PREFIX": settings.topic_prefix, "TOWER_GROUP_PREFIX": settings.group_prefix,
            "TOWER_DATABASE_URL": settings.database_url, "TOWER_MEDIA_DIR": str(state / "media"),
            "TOWER_STATE_DIR": str(state / "state"), "TOWER_LOG_LEVEL": "WARNING"}
-    process, url = start_api(env, state / "api.log", token)
+    server = start_api(env, state / "api.log", token)
+    process, url = server.process, server.url
     raws, plans, integrates, checks, background = [], [], [], [], []
     try:
         modules = loaded_modules(process.pid)
@@ -340,7 +303,7 @@ def run(connections: int, duration_s: int, warmup_s: int, threads: int, rounds: 
                   f"plan {plans[-1].rate:,.0f}/s, raw {raw.rate:,.0f}/s", file=sys.stderr)
         modules |= loaded_modules(process.pid)
     finally:
-        stop_api(process)
+        server.stop()
         asyncio.run(drop_database(server_db, f"tower_bench_api_{unique}"))
     return report(connections, duration_s, warmup_s, threads, raws, raw_info, plans, integrates, checks, modules,
                   background)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import platform
@@ -125,7 +126,7 @@ async def pipeline_run(base: Settings, label: str, rounds: int, env: dict[str, s
             if change_after is not None and round_ == change_after + 1:
                 # The model changes: renderer and refiner restart on model 2 (a new workflow version).
                 for stage in ("renderer", "refiner"):
-                    run.workers.procs.pop(stage).terminate()
+                    run.workers.stop(stage)
                 run.workers.env = {**run.workers.env, "TOWER_SIMULATED_MODEL": "2"}
                 run.workers.start("renderer", "refiner")
             batch = requests(round_, f"{label}{run.unique}")
@@ -303,7 +304,7 @@ async def run(rounds: int, change_rounds: int) -> str:
         f"had a mean expected regret of {late_with:.3f} with borrowed priors and {late_without:.3f} without.",
         f"- **Model change**: after {rounds} rounds on simulated model 1 the renderer moved to model 2 (a new "
         f"workflow version that scores worse). Regression alerts on `quality.alerts`: {len(alerts)}"
-        + (f" (\"{__import__('json').loads(alerts[0])['reason']}\")" if alerts else "") + ". On model 2 the last 50 "
+        + (f" (\"{json.loads(alerts[0])['reason']}\")" if alerts else "") + ". On model 2 the last 50 "
         f"shots were worth {runs['simulated model 2 (after the change)']['last50_expected'] / runs['simulated model 2 (after the change)']['oracle_last50']:.0%} "
         "of its oracle.",
         "",

@@ -13,6 +13,7 @@ over the modifiers is covered; a retry's candidates depend on what failed before
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,15 +35,16 @@ class LoggedDecision:
     reward: float
 
 
-class Policy:
+class Policy(ABC):
     """A target policy: the probability of each modifier in a context. It sees each logged
     decision *after* being asked about it (``observe``), so a learning policy is judged
     progressively, never by a table that already saw the reward it is asked to predict."""
 
+    @abstractmethod
     def probabilities(self, context: str) -> Mapping[str, float]:
-        raise NotImplementedError
+        """Each modifier's probability in ``context`` (absent: 0)."""
 
-    def observe(self, decision: LoggedDecision) -> None:
+    def observe(self, decision: LoggedDecision) -> None:  # noqa: B027 - a fixed policy learns nothing
         """Called with each logged decision once it has been evaluated."""
 
 

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from director.planner import plan_scene
 from events.models import SceneRequested, ShotPlanned
 from store.pool import create_database, drop_database
-from tests.integration.harness import kafka_service, postgres_service, warm_up
+from tests.integration.harness import delete_topics, kafka_service, postgres_service, warm_up
 from tower.settings import Settings
-from tower.worker import StageProcesses
+from tower.worker import ApiServer, StageProcesses, start_api
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,8 +53,10 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[str, str]:
-    """TOWER_* settings for one test: its own topics, consumer groups, database and media store."""
+async def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """TOWER_* settings for one test: its own topics, consumer groups, database and media store.
+    The topics are deleted afterwards, so the broker does not load every test's partitions at
+    each restart."""
     unique = uuid.uuid4().hex[:8]
     values = {
         "TOWER_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -76,7 +72,8 @@ def tower_env(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> dict[s
         "TOWER_SCORER_DEVICE": "cpu",
         "TOWER_LOG_LEVEL": "INFO",
     }
-    return {**os.environ, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    yield {**os.environ, **values, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    await delete_topics(kafka_bootstrap, values["TOWER_TOPIC_PREFIX"])
 
 
 @pytest.fixture
@@ -121,64 +118,9 @@ def kai_shots(kai_request: SceneRequested) -> list[ShotPlanned]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class ApiServer:
-    """``tower api`` as a child process on a free loopback port, with the test's settings."""
-
-    url: str
-    token: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def client(self, *, token: str | None = None, authorised: bool = True) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token or self.token}"} if authorised else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-
-def start_api(env: dict[str, str], log_path: Path, token: str = "test-token") -> ApiServer:
-    port = free_port()
-    output = open(log_path, "w")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tower", "api", "--port", str(port)],
-        env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT,
-    )
-    server = ApiServer(f"http://127.0.0.1:{port}", token, process, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"tower api exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise TimeoutError(f"tower api did not answer /health within 60 s:\n{server.log()}")
-        time.sleep(0.1)
-
-
-def stop_api(server: ApiServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-
-
 @pytest.fixture
 def api_server(tower_env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
     """The HTTP API as a process over this test's topics, database and media store."""
     server = start_api(tower_env, tmp_path / "api.log")
     yield server
-    stop_api(server)
+    server.stop()

@@ -423,14 +423,20 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from store.queries import scene_report
 
     report = query(settings, lambda conn: scene_report(conn, args.scene_id))
-    if report is None:
-        print(f"tower: no scene {args.scene_id!r} in {settings.database_url}", file=sys.stderr)
+    code = show(report, f"no scene {args.scene_id!r} in {mask_password(settings.database_url)}", args.json, print_report)
+    return code or (1 if report["failures"] else 0)
+
+
+def show(found: dict[str, Any] | None, missing: str, as_json: bool, render: Callable[[dict[str, Any]], None]) -> int:
+    """Print what a read found, as JSON or rendered; exit status 1 with ``missing`` if nothing."""
+    if found is None:
+        print(f"tower: {missing}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(report, default=str, indent=2))
+    if as_json:
+        print(json.dumps(found, default=str, indent=2))
     else:
-        print_report(report)
-    return 1 if report["failures"] else 0
+        render(found)
+    return 0
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -495,18 +501,16 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from store.queries import session_history
 
     found = query(settings, lambda conn: session_history(conn, args.session_id))
-    if found is None:
-        print(f"tower: no session {args.session_id!r}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(found, default=str, indent=2))
-        return 0
+    return show(found, f"no session {args.session_id!r}", args.json, print_history)
+
+
+def print_history(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     view = Table(title=f"session {found['session_id']}: {found['scene_count']} scene(s) since "
                  f"{found['created_at']:%Y-%m-%d %H:%M} UTC", title_justify="left")
     for column in ("requested", "scene", "status", "shots", "passed", "score", "description"):
@@ -518,7 +522,6 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
                      str(scene["shot_count"] or "-"), str(scene["passed_shots"]),
                      "-" if score is None else f"{score:.3f}", scene["description"][:60])
     Console().print(view)
-    return 0
 
 
 def cmd_trends(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,15 +6,18 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import faust
+import httpx
 
 from agents.registry import stage_class
 from agents.runtime import build_app
@@ -110,6 +113,16 @@ class StageProcesses:
                 start_new_session=self.log_dir is not None,
             )
 
+    def stop(self, stage: str, timeout_s: float = 20.0) -> None:
+        """SIGTERM one worker and wait for it (SIGKILL after ``timeout_s``)."""
+        proc = self.procs.pop(stage)
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def kill(self, stage: str) -> None:
         """SIGKILL: no shutdown hooks, no final offset commit, exactly like a crash."""
         proc = self.procs.pop(stage)
@@ -158,3 +171,60 @@ class StageProcesses:
                 proc.wait()
         self.procs.clear()
         return stragglers
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ApiServer:
+    """``tower api`` as a child process on a loopback port (tests and benchmarks)."""
+
+    url: str
+    token: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def client(self, *, token: str | None = None, authorised: bool = True) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if authorised else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_api(env: dict[str, str], log_path: Path, token: str = "test-token") -> ApiServer:
+    """Start ``tower api`` with ``env`` on a free port and wait (up to 60 s) until /health answers."""
+    port = free_port()
+    with open(log_path, "w") as output:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tower", "api", "--port", str(port)],
+            env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT,
+        )
+    server = ApiServer(f"http://127.0.0.1:{port}", token, process, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"tower api exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            process.kill()
+            raise TimeoutError(f"tower api did not answer /health within 60 s:\n{server.log()}")
+        time.sleep(0.1)

@@ -21,9 +21,9 @@ from agents.registry import STAGE_NAMES
 from events.topics import PIPELINE, TOPICS
 from store.pool import create_database, drop_database
 from store.queries import pattern_table
-from tests.conftest import free_port, start_api, stop_api
 from tests.integration.harness import REPO, wait_for_group
 from tests.integration.test_pipeline import kai_shot_count
+from tower.worker import free_port, start_api
 
 KAI = {"session_id": "test", "scene_description": "Create a scene where Kai fights the dragon",
        "characters": ["Kai", "Dragon"]}
@@ -301,6 +301,6 @@ async def test_ready_is_503_while_postgresql_is_stopped_and_200_after(tower_env,
             await poll(lambda: client.get("/ready"), lambda r: r.status_code == 200, what="ready again")
             assert (await client.get("/api/director/sessions")).status_code == 200
     finally:
-        stop_api(server)
+        server.stop()
         subprocess.run([pgctl, "stop"], env=pg_env, capture_output=True, timeout=60)
         shutil.rmtree(data, ignore_errors=True)

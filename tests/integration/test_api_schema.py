@@ -38,8 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agents.registry import STAGE_NAMES
-from tests.conftest import ApiServer, start_api, stop_api
-from tower.worker import StageProcesses
+from tower.worker import ApiServer, StageProcesses, start_api
 
 MAX_EXAMPLES = 25  # generated cases per operation (Hypothesis stops earlier when the input space is smaller)
 REQUEST_TIMEOUT_S = 15
@@ -149,7 +148,7 @@ def schema_api(tower_env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]
     an explicit case: its stream ends with `complete`)."""
     server = start_api({**tower_env, "TOWER_API_SCENE_WAIT_S": "0"}, tmp_path / "api.log")
     yield server
-    stop_api(server)
+    server.stop()
 
 
 def load_schema(server: ApiServer) -> schemathesis.BaseSchema:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import Callable
 
@@ -14,15 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_pipeline import kai_request
 from tower.follow import scene_envelope
-from tower.worker import StageProcesses
+from tower.worker import StageProcesses, free_port
 
 Samples = dict[tuple[str, frozenset], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse(text: str) -> Samples:
