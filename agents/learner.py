@@ -29,7 +29,7 @@ class Learner(DatabaseStage):
             outputs: list[BaseModel] = []
             # Sent unless the broker already has it: a redelivery after a crash between the
             # commit above and the produce re-sends it (same derived id); a replay does not.
-            if not await conn.fetchval(
+            if not scored.passed and not await conn.fetchval(
                 "SELECT retry_sent FROM scores WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
                 *_attempt_key(scored),
             ) and (follow_up := await _follow_up(conn, scored)):

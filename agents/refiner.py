@@ -32,8 +32,7 @@ class Refiner(DatabaseStage):
         missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
         # Two independent reads on two pooled connections: one round trip's wait, not two.
         posteriors, sheets = await asyncio.gather(
-            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time,
-                                half_life_s=self.settings.half_life_s, borrowed_strength=self.settings.borrowed_strength),
+            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time, learning=self.settings.learning),
             character_sheets_for(self.pool, missing),
         )
         refined = refine(

@@ -3,8 +3,10 @@
 A pattern's posterior counts evidence in micro-units (integers), so folding the same scores in
 any order gives exactly the same table: a replay of ``quality.scored`` from offset 0 rebuilds it
 bit for bit, whatever the interleaving of partitions. A score ``r`` in [0, 1] adds ``r`` to
-alpha and ``1 - r`` to beta (the fractional Bernoulli update); the prior is Beta(1, 1). Only a
-shot's first attempt is credited to its modifier (:mod:`director.escalation` says why).
+alpha and ``1 - r`` to beta (the fractional Bernoulli update) and ``r**2`` to a sum of squares; the
+prior is Beta(1, 1). Only a shot's first attempt is credited to its modifier
+(:mod:`director.escalation` says why). Decisions read the table through :func:`beliefs`, which
+adds borrowed priors and weighs each score by how precise the scores are (:func:`score_precision`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Posterior:
     alpha_micros: int = PRIOR_MICROS
     beta_micros: int = PRIOR_MICROS
     observations: int = 0
+    square_micros: int = 0  # sum of weight * reward**2: the scores' spread (score_precision)
 
     @property
     def alpha(self) -> float:
@@ -55,7 +58,8 @@ class Posterior:
     def updated(self, reward: float, weight: int = 1) -> Posterior:
         r = reward_micros(reward)
         return Posterior(
-            self.alpha_micros + weight * r, self.beta_micros + weight * (MICROS - r), self.observations + 1
+            self.alpha_micros + weight * r, self.beta_micros + weight * (MICROS - r), self.observations + 1,
+            self.square_micros + weight * square_micros(r),
         )
 
 
@@ -67,6 +71,11 @@ def reward_micros(reward: float) -> int:
     if not math.isfinite(reward):
         raise ValueError(f"reward must be finite, got {reward!r}")
     return round(min(1.0, max(0.0, reward)) * MICROS)
+
+
+def square_micros(reward_in_micros: int) -> int:
+    """A reward's square in micro-units, as an integer (exact in any order, like the sums)."""
+    return reward_in_micros * reward_in_micros // MICROS
 
 
 # A human rating counts as this many automatic scores.
@@ -213,7 +222,21 @@ def recommend(context: str, posteriors: Mapping[str, Posterior], modifiers: Sequ
 
 # How many observations' worth of evidence a context borrows, at most, from related contexts.
 BORROWED_STRENGTH = 4.0
+# One score counts as at most this many Bernoulli trials (score_precision); 1: the plain update.
+MAX_SCORE_PRECISION = 8.0
+# Degrees of freedom of the scores' spread before it is trusted.
+PRECISION_MIN_DOF = 5.0
 CONTEXT_PARTS = ("camera_angle", "mood", "lighting", "workflow")
+
+
+@dataclass(frozen=True)
+class LearningParameters:
+    """How decisions read the evidence (settings: ``TOWER_LEARNING_HALF_LIFE_DAYS``,
+    ``TOWER_BORROWED_STRENGTH``, ``TOWER_MAX_SCORE_PRECISION``)."""
+
+    half_life_s: float | None = None
+    borrowed_strength: float = BORROWED_STRENGTH
+    max_score_precision: float = MAX_SCORE_PRECISION
 
 
 def context_parts(context: str) -> dict[str, str]:
@@ -238,12 +261,14 @@ def related(context: str, other: str) -> bool:
 @dataclass(frozen=True)
 class Belief:
     """What a decision uses for one modifier: Beta(alpha, beta) in real numbers, with how much of
-    it is the context's own evidence and how much was borrowed."""
+    it is the context's own evidence and how much was borrowed (both in scores, before
+    ``precision``), and how many Bernoulli trials each score counted as."""
 
     alpha: float
     beta: float
     own: float  # the context's own (possibly discounted) evidence, in observations
     borrowed: float  # pseudo-observations borrowed from related contexts
+    precision: float = 1.0
 
     @property
     def mean(self) -> float:
@@ -254,30 +279,79 @@ class Belief:
         return Posterior(round(self.alpha * MICROS), round(self.beta * MICROS), round(self.own))
 
 
-# Evidence as sums: (context, modifier) -> (reward sum, (1 - reward) sum), each observation
-# weighted by its source weight and, when discounting, by its age.
-EvidenceSums = Mapping[tuple[str, str], tuple[float, float]]
+# Evidence as sums: (context, modifier) -> (reward sum, (1 - reward) sum, reward**2 sum), each
+# observation weighted by its source weight and, when discounting, by its age.
+EvidenceSums = Mapping[tuple[str, str], tuple[float, float, float]]
+
+
+def score_precision(evidence: EvidenceSums, max_precision: float = MAX_SCORE_PRECISION) -> float:
+    """How many Bernoulli trials one score is worth, judged by how much the scores spread.
+
+    The fractional update counts a score as one coin flip, whose variance is up to 1/4. A
+    composite score is a far steadier measurement (its standard deviation around its pattern's
+    mean is about 0.09 on the bench's renderers), and the mean of n scores with variance s^2 is
+    as certain as 1 / (4 s^2) times n flips. Counting each score as one flip explores long after
+    the scores have settled which modifier is better (``make bench-learning`` measured it).
+    The variance is pooled over every pattern of the evidence (within-pattern spread, so a
+    modifier's effect is not mistaken for noise), trusted from :data:`PRECISION_MIN_DOF` degrees
+    of freedom, and the result clipped to [1, ``max_precision``]: noisy scores never count for
+    less than a flip, and a few identical ones never for certainty.
+    """
+    if max_precision <= 1:
+        return 1.0
+    spread = dof = 0.0
+    for good, bad, square in evidence.values():
+        n = good + bad
+        if n > 1:
+            spread += max(0.0, square - good * good / n)
+            dof += n - 1
+    if dof < PRECISION_MIN_DOF:
+        return 1.0
+    variance = spread / dof
+    return max_precision if variance <= 0 else min(max_precision, max(1.0, 0.25 / variance))
 
 
 def beliefs(
-    context: str, evidence: EvidenceSums, modifiers: Sequence[str], *, borrowed_strength: float = BORROWED_STRENGTH
+    context: str, evidence: EvidenceSums, modifiers: Sequence[str], learning: LearningParameters = LearningParameters()
 ) -> dict[str, Belief]:
     """Each modifier's belief in ``context``: a Beta(1, 1) prior moved towards what related
-    contexts (:func:`related`) saw, worth at most ``borrowed_strength`` observations, plus the
-    context's own evidence. A new context thus starts from its neighbours' experience and its own
-    evidence takes over after a few shots; with no related evidence this is the plain posterior.
+    contexts (:func:`related`) saw, worth at most ``learning.borrowed_strength`` scores, plus the
+    context's own evidence, every score counted as :func:`score_precision` trials of the
+    context's workflow. A new context thus starts from its neighbours' experience and its own
+    evidence takes over after a few shots; with no related evidence and precision 1 this is the
+    plain posterior.
     """
+    workflow = context_parts(context)["workflow"]
+    precision = score_precision(
+        {key: sums for key, sums in evidence.items() if context_parts(key[0])["workflow"] == workflow},
+        learning.max_score_precision,
+    )
     result = {}
     for modifier in sorted(set(modifiers) | {m for c, m in evidence if c == context}):
         lent = [sums for (c, m), sums in evidence.items() if m == modifier and related(context, c)]
         good, bad = sum(s[0] for s in lent), sum(s[1] for s in lent)
-        scale = min(1.0, borrowed_strength / (good + bad)) if good + bad > 0 else 0.0
-        own_good, own_bad = evidence.get((context, modifier), (0.0, 0.0))
+        scale = min(1.0, learning.borrowed_strength / (good + bad)) if good + bad > 0 else 0.0
+        own_good, own_bad, _ = evidence.get((context, modifier), (0.0, 0.0, 0.0))
         result[modifier] = Belief(
-            alpha=1.0 + scale * good + own_good,
-            beta=1.0 + scale * bad + own_bad,
+            alpha=1.0 + precision * (scale * good + own_good),
+            beta=1.0 + precision * (scale * bad + own_bad),
             own=own_good + own_bad,
             borrowed=scale * (good + bad),
+            precision=precision,
         )
     return result
 
+
+def table_evidence(table: PatternTable) -> dict[PatternKey, tuple[float, float, float]]:
+    """The exact pattern table as :data:`EvidenceSums`, what :func:`beliefs` reads."""
+    return {
+        key: ((p.alpha_micros - PRIOR_MICROS) / MICROS, (p.beta_micros - PRIOR_MICROS) / MICROS, p.square_micros / MICROS)
+        for key, p in table.items()
+    }
+
+
+def advise(table: PatternTable, context: str, modifiers: Sequence[str], learning: LearningParameters) -> Recommendation:
+    """:func:`recommend` on the beliefs the refiner decides with (borrowed priors and score
+    precision over the exact table), so the advice and the decisions agree."""
+    known = beliefs(context, table_evidence(table), modifiers, learning)
+    return recommend(context, {name: belief.posterior() for name, belief in known.items()}, modifiers)

@@ -8,6 +8,8 @@ attempt it belongs to, so one event is enough to act on, to display, or to repla
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,9 +34,19 @@ class _Model(BaseModel):
     @classmethod
     def _no_nul(cls, value: object) -> object:
         # PostgreSQL text cannot hold NUL: an event carrying one could never be projected.
-        texts = [*value, *value.values()] if isinstance(value, dict) else list(value) if isinstance(value, list) else [value]
-        if any(isinstance(text, str) and "\x00" in text for text in texts):
-            raise ValueError("text must not contain NUL characters")
+        # Runs for every field of every event a stage decodes or builds, so the common cases
+        # (a string, a number, a nested model) are decided without building anything.
+        if isinstance(value, str):
+            texts: Iterable[object] = (value,)
+        elif isinstance(value, dict):
+            texts = itertools.chain(value, value.values())
+        elif isinstance(value, list):
+            texts = value
+        else:
+            return value
+        for text in texts:
+            if isinstance(text, str) and "\x00" in text:
+                raise ValueError("text must not contain NUL characters")
         return value
 
 

@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 import asyncpg
 
 from director.alerts import BASELINE_SAMPLES, checkpoint, regression
-from director.learning import MICROS, Evidence, Posterior, context_parts, evidence_of, is_final, reward_micros
+from director.learning import (
+    MICROS,
+    Evidence,
+    Posterior,
+    context_parts,
+    evidence_of,
+    is_final,
+    reward_micros,
+    square_micros,
+)
 from events.envelope import Envelope, scene_of_key
 from events.models import (
     FeedbackSubmitted,
@@ -44,20 +53,20 @@ class Origin:
 async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> bool:
     """Project one event (and learn from it); ``False`` when it had been applied already."""
     async with conn.transaction():
+        # The claim and the event log in one round trip: the log row only if the claim is new.
         claimed = await conn.fetchval(
-            "INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+            "WITH claim AS (INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
+            "   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true),"
+            " logged AS (INSERT INTO event_log (event_id, event_type, source, scene_id, session_id,"
+            "   causation_id, event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12"
+            "   WHERE EXISTS (SELECT FROM claim) ON CONFLICT DO NOTHING)"
+            " SELECT EXISTS (SELECT FROM claim)",
             origin.consumer, envelope.id, origin.topic, origin.partition, origin.offset,
+            envelope.type, envelope.source, envelope.scene_id, envelope.session_id,
+            envelope.causation_id, envelope.time, envelope.value.model_dump_json(),
         )
         if not claimed:
             return False
-        await conn.execute(
-            "INSERT INTO event_log (event_id, event_type, source, scene_id, session_id,"
-            " causation_id, event_time, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
-            " ON CONFLICT DO NOTHING",
-            envelope.id, envelope.type, envelope.source, envelope.scene_id, envelope.session_id,
-            envelope.causation_id, envelope.time, envelope.value.model_dump_json(),
-        )
         value = envelope.value
         if isinstance(value, SceneRequested):
             await _scene(conn, envelope, value)
@@ -71,13 +80,8 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
             # Learned once per attempt: a second scoring of the same (scene, shot, attempt) under
             # another event id (a reused scene id, a re-rendered attempt) teaches nothing new.
             if await _score(conn, envelope, value) and (evidence := evidence_of(value)):
-                await _learn(conn, envelope, value.shot.shot_number, value.attempt, evidence)
-                await conn.execute(
-                    "INSERT INTO workflow_versions AS w (workflow, first_seen, samples) VALUES ($1, $2, 1)"
-                    " ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,"
-                    " first_seen = least(w.first_seen, EXCLUDED.first_seen)",
-                    context_parts(value.prompt.context)["workflow"], envelope.time,
-                )
+                await _learn(conn, envelope, value.shot.shot_number, value.attempt, evidence,
+                             workflow=context_parts(value.prompt.context)["workflow"])
         elif isinstance(value, FeedbackSubmitted):
             evidence = evidence_of(value)
             await _feedback(conn, envelope, value, evidence)
@@ -190,26 +194,31 @@ async def _feedback(conn: asyncpg.Connection, env: Envelope, v: FeedbackSubmitte
     )
 
 
-async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, attempt: int, evidence: Evidence) -> None:
+async def _learn(
+    conn: asyncpg.Connection, env: Envelope, shot_number: int, attempt: int, evidence: Evidence,
+    *, workflow: str | None = None,
+) -> None:
+    """Fold ``evidence`` into its pattern and log the update, in one statement; with ``workflow``
+    (a credited score), also count the score for that workflow version's regression check."""
     reward = reward_micros(evidence.reward)
     weight = evidence.weight
-    row = await conn.fetchrow(
-        "INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
-        " updated_at) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, $6)"
-        " ON CONFLICT (context, modifier) DO UPDATE SET"
-        " alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
-        " observations = p.observations + 1, updated_at = greatest(p.updated_at, $6)"
-        " RETURNING alpha_micros, beta_micros, observations",
-        evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
-        env.time,
-    )
     await conn.execute(
-        "INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"
-        " reward, alpha_micros, beta_micros, observations, source, weight, updated_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-        env.id, env.scene_id, shot_number, attempt, evidence.context, evidence.modifier,
-        evidence.reward, row["alpha_micros"], row["beta_micros"], row["observations"], evidence.source,
-        weight, env.time,
+        "WITH learned AS (INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
+        "   updated_at, square_micros) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, $6, $7)"
+        "   ON CONFLICT (context, modifier) DO UPDATE SET"
+        "   alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
+        "   observations = p.observations + 1, updated_at = greatest(p.updated_at, $6),"
+        "   square_micros = p.square_micros + $7::bigint"
+        "   RETURNING alpha_micros, beta_micros, observations),"
+        " u AS (INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"
+        "   reward, alpha_micros, beta_micros, observations, source, weight, updated_at)"
+        "   SELECT $8, $9, $10, $11, $1, $2, $12, alpha_micros, beta_micros, observations, $13, $14, $6 FROM learned)"
+        " INSERT INTO workflow_versions AS w (workflow, first_seen, samples) SELECT $15::text, $6, 1 WHERE $15::text IS NOT NULL"
+        " ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,"
+        " first_seen = least(w.first_seen, EXCLUDED.first_seen)",
+        evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
+        env.time, weight * square_micros(reward),
+        env.id, env.scene_id, shot_number, attempt, evidence.reward, evidence.source, weight, workflow,
     )
 
 
@@ -217,12 +226,16 @@ async def regression_alert(conn: asyncpg.Connection, scored: QualityScored) -> R
     """The regression alert of ``scored``'s workflow version (:mod:`director.alerts`) if it is
     due and not yet sent: detected at a checkpoint, recorded once, returned until it is sent."""
     workflow = context_parts(scored.prompt.context)["workflow"]
-    pending = await conn.fetchrow("SELECT alert, sent FROM regression_alerts WHERE workflow = $1", workflow)
-    if pending is not None:
-        return None if pending["sent"] else RegressionDetected.model_validate_json(pending["alert"])
-    # Two index lookups per credited score; the scores themselves are read only at checkpoints.
-    current = await conn.fetchrow("SELECT first_seen, samples FROM workflow_versions WHERE workflow = $1", workflow)
-    if current is None or not checkpoint(current["samples"]):
+    # One round trip per credited score; the scores themselves are read only at checkpoints.
+    current = await conn.fetchrow(
+        "SELECT w.first_seen, w.samples, r.alert, r.sent FROM workflow_versions w"
+        " LEFT JOIN regression_alerts r USING (workflow) WHERE w.workflow = $1", workflow,
+    )
+    if current is None:
+        return None
+    if current["alert"] is not None:
+        return None if current["sent"] else RegressionDetected.model_validate_json(current["alert"])
+    if not checkpoint(current["samples"]):
         return None
     previous = await conn.fetchrow(
         "SELECT workflow FROM workflow_versions WHERE (first_seen, workflow) < ($1, $2)"

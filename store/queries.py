@@ -10,7 +10,15 @@ from typing import Any
 import asyncpg
 
 from director.evaluation import LoggedDecision
-from director.learning import PRIOR_MICROS, EvidenceSums, PatternTable, Posterior, beliefs, context_parts
+from director.learning import (
+    PRIOR_MICROS,
+    EvidenceSums,
+    LearningParameters,
+    PatternTable,
+    Posterior,
+    beliefs,
+    context_parts,
+)
 from events.models import PromptSpec
 
 
@@ -22,28 +30,28 @@ async def evidence_near(
     suffix = "%|" + context_parts(context)["workflow"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     if half_life_s is None:  # the exact table: one small read
         rows = await conn.fetch(
-            "SELECT context, modifier, (alpha_micros - $2)::float8 / $2 AS good, (beta_micros - $2)::float8 / $2 AS bad"
-            " FROM patterns WHERE context LIKE $1",
+            "SELECT context, modifier, (alpha_micros - $2)::float8 / $2 AS good, (beta_micros - $2)::float8 / $2 AS bad,"
+            " square_micros::float8 / $2 AS square FROM patterns WHERE context LIKE $1",
             suffix, PRIOR_MICROS,
         )
     else:
         rows = await conn.fetch(
-            "SELECT context, modifier, sum(weight * reward * d) AS good, sum(weight * (1 - reward) * d) AS bad"
-            " FROM (SELECT context, modifier, weight, reward,"
+            "SELECT context, modifier, sum(weight * reward * d) AS good, sum(weight * (1 - reward) * d) AS bad,"
+            " sum(weight * reward * reward * d) AS square FROM (SELECT context, modifier, weight, reward,"
             "   power(0.5, greatest(0, extract(epoch FROM ($2::timestamptz - coalesce(updated_at, $2)))) / $3) AS d"
             "   FROM pattern_updates WHERE context LIKE $1) u GROUP BY context, modifier",
             suffix, now, half_life_s,
         )
-    return {(r["context"], r["modifier"]): (r["good"], r["bad"]) for r in rows}
+    return {(r["context"], r["modifier"]): (r["good"], r["bad"], r["square"]) for r in rows}
 
 
 async def decision_posteriors(
     conn: asyncpg.Connection | asyncpg.Pool, context: str, modifiers: Sequence[str], *, now: datetime,
-    half_life_s: float | None, borrowed_strength: float,
+    learning: LearningParameters,
 ) -> dict[str, Posterior]:
     """What the refiner samples from in ``context``: each modifier's :func:`~director.learning.beliefs`."""
-    evidence = await evidence_near(conn, context, now=now, half_life_s=half_life_s)
-    known = beliefs(context, evidence, modifiers, borrowed_strength=borrowed_strength)
+    evidence = await evidence_near(conn, context, now=now, half_life_s=learning.half_life_s)
+    known = beliefs(context, evidence, modifiers, learning)
     return {modifier: belief.posterior() for modifier, belief in known.items()}
 
 
@@ -57,9 +65,9 @@ async def character_sheets_for(conn: asyncpg.Connection | asyncpg.Pool, names: S
 
 
 async def pattern_table(conn: asyncpg.Connection | asyncpg.Pool) -> PatternTable:
-    rows = await conn.fetch("SELECT context, modifier, alpha_micros, beta_micros, observations FROM patterns")
+    rows = await conn.fetch("SELECT context, modifier, alpha_micros, beta_micros, observations, square_micros FROM patterns")
     return {
-        (r["context"], r["modifier"]): Posterior(r["alpha_micros"], r["beta_micros"], r["observations"])
+        (r["context"], r["modifier"]): Posterior(r["alpha_micros"], r["beta_micros"], r["observations"], r["square_micros"])
         for r in rows
     }
 
@@ -297,7 +305,7 @@ async def attempt_pattern(
 async def pattern_rows(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
     """Every pattern with how much of its evidence came from each source."""
     return await conn.fetch(
-        "SELECT p.context, p.modifier, p.alpha_micros, p.beta_micros, p.observations, p.updated_at,"
+        "SELECT p.context, p.modifier, p.alpha_micros, p.beta_micros, p.observations, p.square_micros, p.updated_at,"
         " coalesce((SELECT jsonb_object_agg(source, n) FROM (SELECT source, count(*) AS n FROM pattern_updates u"
         "   WHERE u.context = p.context AND u.modifier = p.modifier GROUP BY source) c), '{}'::jsonb) AS sources"
         " FROM patterns p ORDER BY p.context, p.modifier"

@@ -473,20 +473,19 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from director.learning import recommend
+    from director.learning import advise
     from director.modifiers import MODIFIERS
     from store.queries import pattern_table
 
-    table = {key: post for key, post in query(settings, pattern_table).items()
-             if args.context is None or args.context in key[0]}
+    table = query(settings, pattern_table)
+    contexts = sorted({context for context, _ in table if args.context is None or args.context in context})
     console = Console()
-    if not table:
+    if not contexts:
         console.print("no patterns learned yet" + (f" in contexts containing {args.context!r}" if args.context else ""))
         return 0
-    contexts = sorted({context for context, _ in table})
     for context in contexts:
         posteriors = {modifier: post for (c, modifier), post in table.items() if c == context}
-        advice = recommend(context, posteriors, list(MODIFIERS))
+        advice = advise(table, context, list(MODIFIERS), settings.learning)
         view = Table(title=context, title_justify="left")
         for column in ("modifier", "mean", "95% lower", "n", "P(best)", ""):
             view.add_column(column, justify="left" if column in ("modifier", "") else "right", no_wrap=True)

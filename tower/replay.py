@@ -123,13 +123,13 @@ async def _apply(pool: asyncpg.Pool, spec: TopicSpec, record) -> bool | None:  #
 async def table_digest(conn: asyncpg.Connection | asyncpg.Pool) -> str:
     """sha256 of the pattern table, row by row in key order: equal digests, identical tables."""
     rows = await conn.fetch(
-        "SELECT context, modifier, alpha_micros, beta_micros, observations, updated_at FROM patterns"
+        "SELECT context, modifier, alpha_micros, beta_micros, observations, square_micros, updated_at FROM patterns"
         " ORDER BY context COLLATE \"C\", modifier COLLATE \"C\""
     )
     digest = hashlib.sha256()
     for r in rows:
         digest.update(
             f"{r['context']}\t{r['modifier']}\t{r['alpha_micros']}\t{r['beta_micros']}\t"
-            f"{r['observations']}\t{r['updated_at'].isoformat()}\n".encode()
+            f"{r['observations']}\t{r['square_micros']}\t{r['updated_at'].isoformat()}\n".encode()
         )
     return digest.hexdigest()

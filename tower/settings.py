@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from director.learning import LearningParameters
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOWER_", extra="ignore")
@@ -96,6 +98,11 @@ class Settings(BaseSettings):
         4.0, ge=0, le=1000,
         description="At most this many observations' worth of evidence a context borrows from related contexts "
         "(same workflow, and same camera angle or mood) as its prior; 0: every context starts from Beta(1, 1).",
+    )
+    max_score_precision: float = Field(
+        8.0, ge=1, le=1000,
+        description="One score counts as at most this many coin flips in the Beta posterior, as many as the "
+        "scores' measured spread allows (a steady score says more than a flip); 1: the plain fractional update.",
     )
     learning_half_life_days: float | None = Field(
         None, gt=0, le=36500,
@@ -184,8 +191,9 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     @property
-    def half_life_s(self) -> float | None:
-        return self.learning_half_life_days * 86400 if self.learning_half_life_days else None
+    def learning(self) -> LearningParameters:
+        half_life_s = self.learning_half_life_days * 86400 if self.learning_half_life_days else None
+        return LearningParameters(half_life_s, self.borrowed_strength, self.max_score_precision)
 
     def group_instance_id(self, stage: str) -> str | None:
         """The stage's static group membership id (``TOWER_WORKER_ID``), ``None`` for dynamic."""

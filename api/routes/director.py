@@ -101,8 +101,7 @@ async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceRespo
 
     async def decide(pool) -> tuple[dict, dict]:  # noqa: ANN001 - asyncpg.Pool
         posteriors = await decision_posteriors(
-            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC),
-            half_life_s=settings.half_life_s, borrowed_strength=settings.borrowed_strength)
+            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC), learning=settings.learning)
         missing = [name for name in shot.characters if name not in body.character_sheets]
         return posteriors, await character_sheets_for(pool, missing)
 

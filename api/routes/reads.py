@@ -17,9 +17,9 @@ from api.models import (
     TrendResponse,
 )
 from api.problems import Problem
-from api.routes.director import backends_of
+from api.routes.director import backends_of, settings_of
 from api.security import require_read
-from director.learning import Posterior, recommend
+from director.learning import Posterior, advise
 from director.modifiers import MODIFIERS
 from store import queries
 
@@ -86,14 +86,15 @@ async def patterns(request: Request) -> dict[str, Any]:
     by_context: dict[str, dict[str, Posterior]] = {}
     table = []
     for r in rows:
-        post = Posterior(r["alpha_micros"], r["beta_micros"], r["observations"])
+        post = Posterior(r["alpha_micros"], r["beta_micros"], r["observations"], r["square_micros"])
         by_context.setdefault(r["context"], {})[r["modifier"]] = post
         table.append({"context": r["context"], "modifier": r["modifier"], "mean": round(post.mean, 6),
                       "lower_bound": round(post.lower_bound, 6), "observations": post.observations,
                       "alpha": post.alpha, "beta": post.beta, "sources": _json(r["sources"]), "updated_at": r["updated_at"]})
     advice = []
-    for context, posteriors in sorted(by_context.items()):
-        rec = recommend(context, posteriors, list(MODIFIERS))
+    known = {(context, modifier): post for context, row in by_context.items() for modifier, post in row.items()}
+    for context in sorted(by_context):
+        rec = advise(known, context, list(MODIFIERS), settings_of(request).learning)
         advice.append({"context": context, "best": rec.best, "best_lower_bound": rec.best_lower_bound,
                        "probability_best": dict(rec.probability_best), "stop": list(rec.stop)})
     return {"patterns": table, "recommendations": advice}

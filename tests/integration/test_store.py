@@ -54,6 +54,7 @@ async def test_the_refiners_decision_is_made_once_per_planned_event(database_url
 async def test_decisions_see_related_contexts_and_discount_old_evidence(database_url):
     from datetime import timedelta
 
+    from director.learning import LearningParameters
     from store.queries import decision_posteriors, evidence_near
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
@@ -77,10 +78,11 @@ async def test_decisions_see_related_contexts_and_discount_old_evidence(database
         assert undiscounted == {}, "without a half-life the exact table is read, and it is empty here"
         halved = await evidence_near(pool, target, now=now, half_life_s=10 * 86400)
         assert set(halved) == {("close-up|calm|day|wf_1", "a"), ("wide|tense|day|wf_1", "b")}
-        good, bad = halved[("close-up|calm|day|wf_1", "a")]
+        good, bad, square = halved[("close-up|calm|day|wf_1", "a")]
         assert good == 1.0 and abs(bad - 2 * 0.5) < 1e-9, "a weight-2 rating ten days old counts 1 at a 10-day half-life"
-        chosen = await decision_posteriors(pool, target, ["a", "b", "c"], now=now, half_life_s=10 * 86400,
-                                           borrowed_strength=4)
+        assert square == 1.0
+        chosen = await decision_posteriors(pool, target, ["a", "b", "c"], now=now, learning=LearningParameters(
+            half_life_s=10 * 86400, borrowed_strength=4))
         # Borrowed: a's neighbour saw 1 good and 1 (discounted) bad; nobody saw c.
         assert (chosen["a"].alpha, chosen["a"].beta) == (2.0, 2.0) and (chosen["c"].alpha, chosen["c"].beta) == (1.0, 1.0)
         assert set(chosen) == {"a", "b", "c"}

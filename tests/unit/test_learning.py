@@ -1,10 +1,12 @@
 import itertools
 import random
 
+import numpy as np
 import pytest
 
 from director.learning import (
     MICROS,
+    LearningParameters,
     Posterior,
     fold,
     fold_all,
@@ -155,16 +157,60 @@ def test_a_new_context_borrows_a_bounded_prior_from_related_contexts():
     assert related(ctx, "close-up|calm|day|wf-1") and related(ctx, "wide|tense|day|wf-1")
     assert not related(ctx, "wide|calm|night|wf-1"), "only the lighting in common"
     assert not related(ctx, "close-up|tense|night|wf-2"), "another workflow's response is its own"
-    evidence = {("close-up|calm|day|wf-1", "a"): (18.0, 2.0), ("wide|tense|day|wf-1", "b"): (2.0, 18.0),
-                ("close-up|tense|night|wf-2", "b"): (50.0, 0.0)}
-    known = beliefs(ctx, evidence, ["a", "b", "c"], borrowed_strength=4)
+    evidence = {("close-up|calm|day|wf-1", "a"): (18.0, 2.0, 18.0), ("wide|tense|day|wf-1", "b"): (2.0, 18.0, 2.0),
+                ("close-up|tense|night|wf-2", "b"): (50.0, 0.0, 50.0)}
+    plain = LearningParameters(borrowed_strength=4, max_score_precision=1)
+    known = beliefs(ctx, evidence, ["a", "b", "c"], plain)
     assert known["a"].mean > 0.75 and known["b"].mean < 0.3 and known["c"].mean == 0.5
     assert known["a"].borrowed == pytest.approx(4) and known["a"].own == 0, "20 observations lend 4"
     # The context's own evidence takes over.
-    mine = {**evidence, (ctx, "a"): (0.0, 30.0)}
-    assert beliefs(ctx, mine, ["a"], borrowed_strength=4)["a"].mean < 0.2
+    mine = {**evidence, (ctx, "a"): (0.0, 30.0, 0.0)}
+    assert beliefs(ctx, mine, ["a"], plain)["a"].mean < 0.2
     # Strength 0: the plain posterior.
-    assert beliefs(ctx, evidence, ["a"], borrowed_strength=0)["a"].mean == 0.5
+    assert beliefs(ctx, evidence, ["a"], LearningParameters(borrowed_strength=0))["a"].mean == 0.5
+
+
+def sums(scores: list[float]) -> tuple[float, float, float]:
+    return sum(scores), sum(1 - s for s in scores), sum(s * s for s in scores)
+
+
+def test_steady_scores_count_as_several_coin_flips_and_noisy_ones_as_one():
+    from director.learning import score_precision
+
+    steady = {("c|m|l|wf", "a"): sums([0.50, 0.52, 0.48, 0.51, 0.49, 0.50]),
+              ("c|m|l|wf", "b"): sums([0.20, 0.22, 0.18, 0.21, 0.19, 0.20])}
+    # sd 0.014 around each modifier's own mean: 1 / (4 * 0.014^2) is far above the cap.
+    assert score_precision(steady, max_precision=8) == 8
+    assert score_precision(steady, max_precision=1) == 1, "1 turns it off"
+    coin_flips = {("c|m|l|wf", "a"): sums([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0])}
+    assert score_precision(coin_flips, max_precision=8) == 1, "variance 0.29: no more than a flip"
+    medium = {("c|m|l|wf", "a"): sums([0.3, 0.5, 0.7, 0.3, 0.5, 0.7, 0.4, 0.6])}  # SS 0.18 over 7 dof
+    assert score_precision(medium, max_precision=100) == pytest.approx(0.25 / (0.18 / 7))
+    few = {("c|m|l|wf", "a"): sums([0.5, 0.5, 0.5])}
+    assert score_precision(few, max_precision=8) == 1, "two degrees of freedom are not enough to trust"
+
+
+def test_precise_scores_settle_a_context_sooner():
+    from director.learning import beliefs
+
+    ctx = "wide|calm|day|wf"
+    evidence = {(ctx, "good"): sums([0.50, 0.52, 0.48, 0.51]), (ctx, "bad"): sums([0.10, 0.12, 0.08, 0.11])}
+    plain = beliefs(ctx, evidence, ["good", "bad"], LearningParameters(borrowed_strength=0, max_score_precision=1))
+    precise = beliefs(ctx, evidence, ["good", "bad"], LearningParameters(borrowed_strength=0, max_score_precision=8))
+    assert precise["good"].precision == 8 and plain["good"].precision == 1
+    # Same means (up to the prior's weight), a far narrower posterior: "bad" is rarely sampled above "good".
+    assert abs(precise["good"].mean - plain["good"].mean) < 0.02
+    assert precise["good"].alpha + precise["good"].beta == pytest.approx(1 + 1 + 8 * 4)
+
+    def chance_bad_wins(known) -> float:
+        rng = np.random.default_rng(0)
+        draws = {m: rng.beta(b.alpha, b.beta, 20_000) for m, b in known.items()}
+        return float(np.mean(draws["bad"] > draws["good"]))
+
+    assert chance_bad_wins(plain) > 0.05 and chance_bad_wins(precise) < 0.001
+    # Another workflow's scores say nothing about this one's noise.
+    elsewhere = {("wide|calm|day|other", "x"): sums([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])}
+    assert beliefs(ctx, {**elsewhere, (ctx, "good"): sums([0.5])}, ["good"])["good"].precision == 1
 
 
 def test_context_parts_reads_the_refiner_format():
