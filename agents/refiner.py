@@ -22,6 +22,7 @@ class Refiner(DatabaseStage):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self.max_in_flight = settings.refine_in_flight
         if settings.refiner_policy not in POLICIES:  # at start, not on every shot
             raise ValueError(f"TOWER_REFINER_POLICY={settings.refiner_policy!r} is not one of {', '.join(POLICIES)}")
 

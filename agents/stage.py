@@ -67,7 +67,8 @@ class DatabaseStage(Stage):
         return self._pool
 
     async def start(self) -> None:
-        self._pool = await open_pool(self.settings.database_url, max_size=2)
+        # Two connections per event in flight: a handler may run two queries at once.
+        self._pool = await open_pool(self.settings.database_url, max_size=2 * self.max_in_flight)
 
     async def stop(self) -> None:
         if self._pool is not None:

@@ -17,11 +17,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from director.learning import PROBABILITY_DRAWS, Posterior
+from director.learning import Posterior
 
-# The logged propensity is itself estimated from PROBABILITY_DRAWS draws: a chosen modifier
-# may be logged with 0; it had at least about one draw's chance.
-PROPENSITY_FLOOR = 1 / PROBABILITY_DRAWS
+# Importance weights are capped at 4096 (propensities floored): one decision made against
+# long odds must not swamp an estimate, and logs from before Tower computed the propensity by
+# quadrature (it was estimated from 4096 draws) may hold a 0 for a modifier that was chosen.
+PROPENSITY_FLOOR = 1 / 4096
 Z_95 = 1.959964
 
 

@@ -17,14 +17,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from director.escalation import credited
 from events.models import FeedbackSubmitted, QualityScored
 
 MICROS = 1_000_000
 PRIOR_MICROS = MICROS
-# Enough draws that the logged probability of the chosen arm is within about 1% of the truth.
-PROBABILITY_DRAWS = 4096
+# Midpoint-rule points over the chosen arm's density (within 10 standard deviations of its
+# mean): the logged probability is then within 0.1% of a 400,000-draw estimate (tested).
+QUADRATURE_POINTS = 512
 
 
 @dataclass(frozen=True)
@@ -152,13 +154,31 @@ def decision_seed(scene_id: str, shot_number: int, attempt: int, learner_version
     return int.from_bytes(digest[:8], "big")
 
 
+def win_probability(alphas: np.ndarray, betas: np.ndarray, arm: int) -> float:
+    """P(a draw from Beta(alphas[arm], betas[arm]) is the largest of one draw from each arm).
+
+    ``integral of f_arm(x) * prod_{j != arm} F_j(x) dx`` by the midpoint rule over the arm's own
+    density (every parameter is at least 1, the prior, so the density is bounded). Exact up to the
+    quadrature, deterministic, and about four times cheaper than the 4096 draws it replaces.
+    """
+    a, b = float(alphas[arm]), float(betas[arm])
+    total = a + b
+    mean, sd = a / total, math.sqrt(a * b / (total * total * (total + 1)))
+    low, high = max(0.0, mean - 10 * sd), min(1.0, mean + 10 * sd)
+    step = (high - low) / QUADRATURE_POINTS
+    x = low + (np.arange(QUADRATURE_POINTS) + 0.5) * step
+    density = np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - special.betaln(a, b))
+    others = np.arange(len(alphas)) != arm
+    below = special.betainc(alphas[others][:, None], betas[others][:, None], x[None, :])
+    return float(min(1.0, np.sum(density * np.prod(below, axis=0)) * step))
+
+
 def thompson_choice(
     posteriors: Mapping[str, Posterior], candidates: Sequence[str], seed: int
 ) -> Choice:
     """Draw once from each candidate's posterior and take the best; same seed, same choice.
 
-    The logged probability is the chance that this candidate wins a draw, estimated with
-    :data:`PROBABILITY_DRAWS` further draws from the same seeded generator.
+    The logged probability is the chance that this candidate wins a draw (:func:`win_probability`).
     """
     if not candidates:
         raise ValueError("no candidate modifiers to choose from")
@@ -169,8 +189,7 @@ def thompson_choice(
     betas = np.array([p.beta for p in params])
     draw = rng.beta(alphas, betas)
     winner = int(np.argmax(draw))
-    trials = rng.beta(alphas[:, None], betas[:, None], size=(len(ordered), PROBABILITY_DRAWS))
-    probability = float(np.mean(np.argmax(trials, axis=0) == winner))
+    probability = win_probability(alphas, betas, winner)
     return Choice(ordered[winner], probability, dict(zip(ordered, draw.round(6).tolist(), strict=True)))
 
 
@@ -181,7 +200,6 @@ def is_final(event: QualityScored) -> bool:
 
 # Below this posterior probability of being the best modifier in its context, stop using it.
 STOP_BELOW = 0.05
-RECOMMENDATION_DRAWS = 8192
 
 
 @dataclass(frozen=True)
@@ -190,8 +208,8 @@ class Recommendation:
 
     ``best`` is the modifier with the highest 95% lower bound (a confident choice, not a lucky
     one); ``stop`` are those whose posterior probability of being best is under
-    :data:`STOP_BELOW`. ``probability_best`` is estimated by seeded Monte Carlo, so the same
-    table always gives the same advice.
+    :data:`STOP_BELOW`. ``probability_best`` is :func:`win_probability`, so the same table
+    always gives the same advice.
     """
 
     context: str
@@ -204,12 +222,9 @@ class Recommendation:
 def recommend(context: str, posteriors: Mapping[str, Posterior], modifiers: Sequence[str]) -> Recommendation:
     ordered = sorted(set(modifiers) | set(posteriors))
     params = [posteriors.get(name, Posterior()) for name in ordered]
-    seed = int.from_bytes(hashlib.sha256(context.encode()).digest()[:8], "big")
-    rng = np.random.default_rng(seed)
-    alphas = np.array([p.alpha for p in params])[:, None]
-    betas = np.array([p.beta for p in params])[:, None]
-    wins = np.argmax(rng.beta(alphas, betas, size=(len(ordered), RECOMMENDATION_DRAWS)), axis=0)
-    probability = {name: round(float(np.mean(wins == i)), 4) for i, name in enumerate(ordered)}
+    alphas = np.array([p.alpha for p in params])
+    betas = np.array([p.beta for p in params])
+    probability = {name: round(win_probability(alphas, betas, i), 4) for i, name in enumerate(ordered)}
     best = max(ordered, key=lambda name: (posteriors.get(name, Posterior()).lower_bound, name))
     return Recommendation(
         context=context,

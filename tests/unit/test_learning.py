@@ -253,3 +253,21 @@ def test_character_sheets_given_remembered_or_by_kind(kai_shots):
         assert "Kai (tall, silver hair, red scarf" in prompt
     if "Dragon" in planned.shot.characters:
         assert "Dragon (a tiny green dragon" in prompt
+
+
+@pytest.mark.parametrize("alphas, betas", [
+    ([1, 1, 1, 1, 1], [1, 1, 1, 1, 1]),
+    ([3, 2, 5, 1, 1], [2, 3, 1, 1, 1]),
+    ([300, 280, 50, 10, 1], [200, 220, 450, 5, 1]),
+    ([30_000, 29_900, 500, 1, 1], [20_000, 20_100, 500, 1, 1]),  # narrow posteriors, far from the prior
+])
+def test_the_logged_probability_matches_a_large_monte_carlo_estimate(alphas, betas):
+    from director.learning import win_probability
+
+    a, b = np.array(alphas, dtype=float), np.array(betas, dtype=float)
+    wins = np.argmax(np.random.default_rng(7).beta(a[:, None], b[:, None], size=(len(a), 400_000)), axis=0)
+    exact = [win_probability(a, b, arm) for arm in range(len(a))]
+    assert sum(exact) == pytest.approx(1.0, abs=1e-3)
+    for arm, p in enumerate(exact):
+        # 400,000 draws: a standard error of at most 0.0008.
+        assert p == pytest.approx(float(np.mean(wins == arm)), abs=0.004), f"arm {arm}"
