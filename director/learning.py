@@ -235,8 +235,9 @@ def recommend(context: str, posteriors: Mapping[str, Posterior], modifiers: Sequ
     )
 
 
-# How many observations' worth of evidence a context borrows, at most, from related contexts.
-BORROWED_STRENGTH = 4.0
+# How many scores' worth of evidence a context borrows, at most, from related contexts: chosen by
+# measurement (docs/ARCHITECTURE.md, "Borrowed priors").
+BORROWED_STRENGTH = 2.0
 # One score counts as at most this many Bernoulli trials (score_precision); 1: the plain update.
 MAX_SCORE_PRECISION = 8.0
 # Degrees of freedom of the scores' spread before it is trusted.

@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         "random) or `fixed:<modifier>`: the baselines to compare learning with (`make bench-learning`).",
     )
     borrowed_strength: float = Field(
-        4.0, ge=0, le=1000,
-        description="At most this many observations' worth of evidence a context borrows from related contexts "
+        2.0, ge=0, le=1000,
+        description="At most this many scores' worth of evidence a context borrows from related contexts "
         "(same workflow, and same camera angle or mood) as its prior; 0: every context starts from Beta(1, 1).",
     )
     max_score_precision: float = Field(
