@@ -21,7 +21,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,7 +49,22 @@ stop:  ## stop Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-test: venv services panel chromium  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI (set up on first run)
+# llama-cpp-python's OpenAI-compatible server, for the LLM planner's real-server tests (tests/llm):
+# built from source (no wheel on PyPI for it) into its own environment, once per machine.
+LLAMA_VERSION := 0.3.36
+LLAMA_VENV ?= $(HOME)/.cache/tower/llama-venv
+LLAMA_STAMP := $(LLAMA_VENV)/.tower-llama-$(LLAMA_VERSION)
+
+$(LLAMA_STAMP):
+	@echo "tower: building llama-cpp-python $(LLAMA_VERSION) into $(LLAMA_VENV) (compiles llama.cpp: about 10 minutes on 2 cores, once)"
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	@touch $@
+
+llama: $(LLAMA_STAMP)  ## build llama-cpp-python's server for the LLM planner's real-server tests ($(LLAMA_VENV))
+
+test: venv services panel chromium llama  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI, a real llama.cpp server (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv  ## the pure-logic tests only (no services)

@@ -2,8 +2,10 @@
 vLLM) writes the shot list, constrained to a JSON Schema.
 
 The request asks for ``response_format: {"type": "json_schema", ...}`` with :data:`PLAN_SCHEMA`,
-so a server with constrained decoding can only answer schema-valid JSON; the answer is validated
-again here against the same model. Anything else (a timeout, an HTTP error, malformed JSON, a
+so a server with constrained decoding can only answer schema-valid JSON; a server that refuses
+that form (llama-cpp-python's, which takes ``{"type": "json_object", "schema": ...}``) is asked
+once more in its own form, which is then remembered for its URL. The answer is validated again
+here against the same model. Anything else (a timeout, an HTTP error, malformed JSON, a
 schema violation, a refusal, a plan that names no shot) falls back to the built-in planner, and
 the plan says so: :attr:`LlmOutcome.fallback_reason`, recorded in every ``shot.planned``. What
 the built-in planner knows and a model may not (the render grid's durations, the setting, time
@@ -72,7 +74,18 @@ class LlmEndpoint:
     api_key: str | None = None
 
 
-def request_body(request: SceneRequested, endpoint: LlmEndpoint) -> dict[str, Any]:
+# How a request asks for schema-constrained output, in the order tried: OpenAI's form (the
+# llama.cpp server, Ollama, vLLM), then the schema inside a json_object (llama-cpp-python's
+# server, which refuses json_schema).
+RESPONSE_FORMATS: dict[str, dict[str, Any]] = {
+    "json_schema": {"type": "json_schema", "json_schema": {"name": "shot_plan", "strict": True, "schema": PLAN_SCHEMA}},
+    "json_object": {"type": "json_object", "schema": PLAN_SCHEMA},
+}
+# The form each endpoint URL accepted, so a server is asked in its own form from then on.
+_accepted_format: dict[str, str] = {}
+
+
+def request_body(request: SceneRequested, endpoint: LlmEndpoint, response_format: str = "json_schema") -> dict[str, Any]:
     scene = {"description": request.description, "characters": request.characters, "style": request.style}
     if request.target_duration_s:
         scene["target_duration_s"] = request.target_duration_s
@@ -80,11 +93,15 @@ def request_body(request: SceneRequested, endpoint: LlmEndpoint) -> dict[str, An
         "model": endpoint.model,
         "messages": [{"role": "system", "content": SYSTEM_PROMPT},
                      {"role": "user", "content": json.dumps(scene, ensure_ascii=False)}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "shot_plan", "strict": True,
-                                                                   "schema": PLAN_SCHEMA}},
+        "response_format": RESPONSE_FORMATS[response_format],
         "temperature": 0,
         "seed": 0,
     }
+
+
+def _refuses_format(response: httpx.Response) -> bool:
+    """An error that is about the response_format field (a server that does not know the form)."""
+    return response.is_error and b"response_format" in response.content
 
 
 async def llm_plan(request: SceneRequested, *, fps: int, endpoint: LlmEndpoint,
@@ -110,10 +127,17 @@ async def _ask(request: SceneRequested, endpoint: LlmEndpoint, client: httpx.Asy
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     own = client is None
     client = client or httpx.AsyncClient(timeout=endpoint.timeout_s)
+    url = f"{endpoint.url.rstrip('/')}/chat/completions"
+    forms = [_accepted_format[url]] if url in _accepted_format else list(RESPONSE_FORMATS)
     try:
-        response = await client.post(f"{endpoint.url.rstrip('/')}/chat/completions", json=request_body(request, endpoint),
-                                     headers=headers, timeout=endpoint.timeout_s)
-        response.raise_for_status()
+        for form in forms:
+            response = await client.post(url, json=request_body(request, endpoint, form), headers=headers,
+                                         timeout=endpoint.timeout_s)
+            if form != forms[-1] and _refuses_format(response):
+                continue
+            response.raise_for_status()
+            _accepted_format[url] = form
+            break
     finally:
         if own:
             await client.aclose()

@@ -35,10 +35,15 @@ class FakeLLM:
         self.answer: web.Response | None = None
         self.delay_s = 0.0
         self.requests: list[dict] = []
+        self.refuse_json_schema = False  # answer as llama-cpp-python's server does
 
     async def chat(self, request: web.Request) -> web.Response:
-        self.requests.append(await request.json())
+        body = await request.json()
+        self.requests.append(body)
         await asyncio.sleep(self.delay_s)
+        if self.refuse_json_schema and body["response_format"]["type"] == "json_schema":
+            return web.json_response({"error": {"message": "1 validation error: ('body', 'response_format', 'type') "
+                                                           "Input should be 'text' or 'json_object'"}}, status=500)
         return self.answer
 
 
@@ -114,3 +119,21 @@ async def test_an_unreachable_endpoint_falls_back():
 async def test_a_blank_description_is_still_an_error():
     with pytest.raises(ValueError, match="blank"):
         await llm_plan(REQUEST.model_copy(update={"description": "  "}), fps=4, endpoint=LlmEndpoint("http://x/v1", "m"))
+
+
+async def test_a_server_that_refuses_json_schema_is_asked_with_a_schema_in_json_object(fake_llm):
+    fake_llm.refuse_json_schema = True
+    fake_llm.answer = web.json_response(completion(json.dumps(GOOD)))
+    outcome = await llm_plan(REQUEST, fps=4, endpoint=fake_llm.endpoint)
+    assert outcome.planner == "llm", outcome.fallback_reason
+    forms = [r["response_format"] for r in fake_llm.requests]
+    assert [f["type"] for f in forms] == ["json_schema", "json_object"] and forms[1]["schema"] == PLAN_SCHEMA
+    await llm_plan(REQUEST, fps=4, endpoint=fake_llm.endpoint)
+    assert [r["response_format"]["type"] for r in fake_llm.requests[2:]] == ["json_object"], "remembered"
+
+
+async def test_an_error_that_is_not_about_the_format_is_not_retried(fake_llm):
+    fake_llm.answer = web.json_response({"error": {"message": "model not loaded"}}, status=500)
+    outcome = await llm_plan(REQUEST, fps=4, endpoint=fake_llm.endpoint)
+    assert outcome.planner == "builtin" and "500" in outcome.fallback_reason
+    assert len(fake_llm.requests) == 1
