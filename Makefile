@@ -143,8 +143,9 @@ bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce -> docs
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring
 
-bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine) -> docs/BENCHMARKS.md
+bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine), and shots per device call -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring --gpu
+	$(PY) -m bench.scoring --batching --gpu
 
 bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
 	$(PY) -m bench.comfy_overhead

@@ -336,6 +336,49 @@ def run_scorer_vs_ssim(u8: np.ndarray, repeats: int) -> ScorerRun:
     return ScorerRun(ssim_s=ssim_s, png_s=png_s, u8_s=u8_s, stages=stages, workers=workers)
 
 
+BATCH_SHOTS, BATCH_FRAMES, BATCH_SIZE = 4, 10, 256  # a pipeline shot: 10 frames at 256x256
+
+
+def run_batching(device: torch.device, repeats: int) -> dict[str, float]:
+    """Shots per second when the Scorer gets the shots of several events one call each (what a
+    scorer worker does) or all in one call (what a batching worker would do), interleaved."""
+    from scoring import Scorer, ScorerConfig, ShotInput
+
+    shots = [ShotInput(torch.from_numpy(make_frames(BATCH_FRAMES, BATCH_SIZE, seed=i)).permute(0, 3, 1, 2),
+                       expected_motion=0.5) for i in range(BATCH_SHOTS)]
+    with Scorer(ScorerConfig(device=str(device))) as scorer:
+        def one_by_one() -> None:
+            for shot in shots:
+                scorer.score_shots([shot])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        def together() -> None:
+            scorer.score_shots(shots)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        secs = interleaved_medians({"one call per shot": one_by_one, f"{BATCH_SHOTS} shots per call": together}, repeats)
+    return {name: BATCH_SHOTS / s for name, s in secs.items()}
+
+
+def format_batching(rates: dict[str, float], device: str, repeats: int) -> str:
+    rows = [f"| {name} | {rate:.2f} |" for name, rate in rates.items()]
+    one, together = rates.values()
+    verdict = "faster" if together > one else "slower"
+    return "\n".join([
+        f"Reproduce: `python -m bench.scoring --batching{' --gpu' if device != 'cpu' else ''}`. Device: {device}; "
+        f"{BATCH_SHOTS} shots of {BATCH_FRAMES} frames 3x{BATCH_SIZE}x{BATCH_SIZE} (uint8 tensors), median of "
+        f"{repeats} interleaved rounds; {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| Scorer calls | shots/s |",
+        "|---|---:|",
+        *rows,
+        "",
+        f"One call for {BATCH_SHOTS} shots is **{together / one:.2f}x** one call per shot here ({verdict}).",
+    ])
+
+
 @dataclass
 class Row:
     name: str
@@ -642,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the Scorer against ssim_pairs (rates, ratio, stage profile); prints, never writes",
     )
+    ap.add_argument("--batching", action="store_true",
+                    help="only one call per shot against several shots per call (with --gpu: on CUDA)")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -649,7 +694,15 @@ def main(argv: list[str] | None = None) -> int:
         _measure_memory_child(args.memory_child, args.threads)
         return 0
 
-    if args.gpu:
+    if args.batching:
+        device = torch.device("cuda" if args.gpu else "cpu")
+        if args.gpu and not torch.cuda.is_available():
+            print("bench.scoring --batching --gpu needs a CUDA device", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+        body = format_batching(run_batching(device, args.repeats), device.type, args.repeats)
+        tag, title = f"scoring-batching-{device.type}", f"Scoring: shots per call ({device.type})"
+    elif args.gpu:
         if not torch.cuda.is_available():
             print(
                 "bench.scoring --gpu needs a CUDA device, but torch.cuda.is_available() is False "
