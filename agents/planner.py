@@ -12,12 +12,17 @@ from events.envelope import Envelope
 from events.models import SceneRequested, ShotPlanned
 from events.topics import SCENE_REQUESTED
 from store.projections import Origin
+from tower.settings import Settings
 
 
 class Planner(Stage):
     name = "planner"
     inputs = (SCENE_REQUESTED,)
     _client: httpx.AsyncClient | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.max_in_flight = settings.plan_in_flight
 
     async def start(self) -> None:
         if self.settings.planner == "llm":

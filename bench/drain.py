@@ -16,9 +16,12 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -30,7 +33,7 @@ from director.planner import plan_scene
 from director.refiner import refine
 from events.envelope import Envelope, new_event_id
 from events.models import QualityScored, SceneRequested, ShotPlanned
-from events.topics import QUALITY_SCORED, SHOT_PLANNED
+from events.topics import EVENT_TYPES, QUALITY_SCORED, SHOT_PLANNED
 from tower.follow import produce, scene_envelope
 from tower.kafka import partitions_of
 from tower.settings import Settings
@@ -68,6 +71,61 @@ async def raw_rate(bootstrap: str, count: int) -> float:
         await producer.stop()
 
 
+HOPS = 60  # inputs sent one at a time for the unloaded round trip
+
+
+async def round_trips(consumer: AIOKafkaConsumer, send: Callable[[int], Awaitable[object]], outputs: int,
+                      count: int = HOPS, timeout_s: float = 60) -> list[float]:
+    """Milliseconds from producing one input (until acknowledged) to its first output arriving,
+    one input at a time (each waits for all ``outputs`` of the previous one)."""
+    trips = []
+    for i in range(count):
+        started = time.perf_counter()
+        await send(i)
+        first, seen, deadline = None, 0, time.monotonic() + timeout_s
+        while seen < outputs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen} of {outputs} outputs of input {i} after {timeout_s:.0f} s")
+            arrived = sum(len(r) for r in (await consumer.getmany(timeout_ms=100)).values())
+            if arrived and first is None:
+                first = time.perf_counter()
+            seen += arrived
+        trips.append((first - started) * 1000)
+    return trips
+
+
+async def forwarder_trips(bootstrap: str, partitions: int) -> list[float]:
+    """The same round trip through a bare aiokafka forwarder process (:mod:`bench.forwarder`) on
+    topics with the stages' partition count."""
+    source, sink = f"bench-fwd-in-{uuid.uuid4().hex[:6]}", f"bench-fwd-out-{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
+    forwarder = subprocess.Popen([sys.executable, "-m", "bench.forwarder", source, sink, bootstrap])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    try:
+        parts = await partitions_of(consumer, sink)
+        consumer.assign(parts)
+        await consumer.seek_to_end(*parts)
+        payload = b"x" * 800
+
+        async def send(i: int) -> object:
+            return await producer.send_and_wait(source, payload, key=f"k{i}".encode())
+
+        await round_trips(consumer, send, 1, count=1, timeout_s=120)  # the forwarder has joined its group
+        return await round_trips(consumer, send, 1)
+    finally:
+        forwarder.terminate()
+        forwarder.wait(timeout=30)
+        await consumer.stop()
+        await producer.stop()
+        await admin.delete_topics([source, sink])
+        await admin.close()
+
+
 async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float = 600) -> None:
     seen, deadline = 0, time.monotonic() + timeout_s
     while seen < count:
@@ -76,8 +134,9 @@ async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float
         seen += sum(len(r) for r in (await consumer.getmany(timeout_ms=200)).values())
 
 
-async def stage_rate(base: Settings, stage: str, count: int) -> float:
-    """Inputs per second the stage drains (after a warm-up input)."""
+async def stage_rate(base: Settings, stage: str, count: int) -> tuple[float, list[float]]:
+    """Inputs per second the stage drains (after a warm-up input and the round trips), and the
+    unloaded round trips (:func:`round_trips`; the learner's are retries of failed scores)."""
     async with Run(base, f"drain{stage[:3]}") as run:
         settings = run.settings
         plan = plan_scene(SceneRequested(scene_id="x", session_id="s", description=DESCRIPTION), fps=base.render_fps)
@@ -100,25 +159,46 @@ async def stage_rate(base: Settings, stage: str, count: int) -> float:
             return Envelope(id=new_event_id(), source="bench", type=QUALITY_SCORED.event_type, scene_id=value.scene_id,
                             session_id="bench", value=value)
 
+        def failed(i: int) -> Envelope:  # a low score with attempts left: the learner sends a retry
+            retry = planned(10_000 + i).value.model_copy(update={"max_attempts": 2, "quality_threshold": 0.5})
+            refined = refine(retry, {}, width=64, height=64, workflow="w", learner_version="1")
+            value = QualityScored(**refined.model_dump(), status="ok", composite=0.1, passed=False,
+                                  scorer_version="t", device="cpu")
+            return Envelope(id=new_event_id(), source="bench", type=QUALITY_SCORED.event_type, scene_id=value.scene_id,
+                            session_id="bench", value=value)
+
         make, output, per_input = {"planner": (scene, "shot.planned", shots), "refiner": (planned, "prompt.refined", 1),
                                    "learner": (scored, None, 1)}[stage]
+        hop_input, hop_output = {"planner": (scene, "shot.planned"), "refiner": (planned, "prompt.refined"),
+                                 "learner": (failed, "shot.planned")}[stage]
         consumer = AIOKafkaConsumer(bootstrap_servers=base.kafka_bootstrap, enable_auto_commit=False)
+        producer = AIOKafkaProducer(bootstrap_servers=base.kafka_bootstrap, acks="all", enable_idempotence=True)
         await consumer.start()
+        await producer.start()
         try:
-            if output:
-                parts = await partitions_of(consumer, settings.topic(output))
-                consumer.assign(parts)
-                await consumer.seek_to_end(*parts)
+            parts = await partitions_of(consumer, settings.topic(hop_output))
+            consumer.assign(parts)
+            await consumer.seek_to_end(*parts)
             run.workers.start(stage)
             await produce(settings, [make(-1)])
             await run.workers.watch(learned(run, 1) if output is None else count_outputs(consumer, per_input))
+
+            async def send(i: int) -> object:
+                envelope = hop_input(20_000 + i)
+                topic = settings.topic(EVENT_TYPES[type(envelope.value)].name)
+                return await producer.send_and_wait(topic, envelope.encode_value(), key=envelope.key,
+                                                    headers=envelope.headers())
+
+            trips = await run.workers.watch(round_trips(consumer, send, shots if stage == "planner" else 1))
             batch = [make(i) for i in range(count)]
             started = time.perf_counter()  # the stage starts on the batch while it is being produced
             await produce(settings, batch)
-            await run.workers.watch(learned(run, count + 1) if output is None else count_outputs(consumer, count * per_input))
-            return count / (time.perf_counter() - started)
+            await run.workers.watch(learned(run, count + 1 + HOPS) if output is None
+                                    else count_outputs(consumer, count * per_input))
+            return count / (time.perf_counter() - started), trips
         finally:
             await consumer.stop()
+            await producer.stop()
 
 
 async def learned(run: Run, count: int, timeout_s: float = 600) -> None:
@@ -145,11 +225,15 @@ async def run(count: int) -> str:
     base = Settings()
     print(f"bench: raw consume -> produce x{count}", file=sys.stderr)
     raw = await raw_rate(base.kafka_bootstrap, count)
-    rates = {}
+    print(f"bench: bare forwarder round trips x{HOPS}", file=sys.stderr)
+    bare = statistics.median(await forwarder_trips(base.kafka_bootstrap, base.topic_partitions))
+    rates, trips = {}, {}
     for stage in ("planner", "refiner", "learner"):
-        print(f"bench: {stage} draining {count} events", file=sys.stderr)
-        rates[stage] = await stage_rate(base, stage, count)
-    rows = [f"| {stage} | {rate:,.0f} | {rate / raw:.0%} |" for stage, rate in rates.items()]
+        print(f"bench: {stage} round trips x{HOPS}, then draining {count} events", file=sys.stderr)
+        rates[stage], stage_trips = await stage_rate(base, stage, count)
+        trips[stage] = statistics.median(stage_trips)
+    rows = [f"| {stage} | {rate:,.0f} | {rate / raw:.0%} | {trips[stage]:.2f} | {trips[stage] / bare:.1f}x | "
+            f"{trips[stage] - bare:+.2f} |" for stage, rate in rates.items()]
     return "\n".join([
         "## Per-stage drain rate (`make bench-drain`)",
         "",
@@ -161,8 +245,14 @@ async def run(count: int) -> str:
         f"Yardstick, same run: a bare aiokafka loop that consumes a pre-filled topic and, for each message, "
         f"produces one and awaits its acknowledgement: **{raw:,.0f} messages/s**.",
         "",
-        "| stage | inputs/s | of the bare loop (goal 50%) |",
-        "|---|---:|---:|",
+        f"Unloaded round trip: before draining, {HOPS} inputs one at a time, from producing the input "
+        "(acknowledged) to its first output arriving at a consumer (the learner's: the retry of a failed score). "
+        f"Yardstick, same run: the same round trip through a bare aiokafka consumer-group forwarder process "
+        f"(`bench/forwarder.py`) on {base.topic_partitions}-partition topics, awaiting each acknowledgement: "
+        f"p50 **{bare:.2f} ms**. Both include two broker crossings; the difference is what the stage adds.",
+        "",
+        "| stage | inputs/s | of the bare loop (goal 50%) | round trip p50 ms | of the bare forwarder's | added ms |",
+        "|---|---:|---:|---:|---:|---:|",
         *rows,
     ])
 

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     render_height: int = Field(256, ge=32, le=4096, description="Frame height in pixels.")
     render_fps: int = Field(4, ge=1, le=60, description="Frames per second of a rendered shot.")
 
+    plan_in_flight: int = Field(
+        4, ge=1, le=64, description="Scenes one planner worker plans at once: their produce acknowledgements (and "
+        "LLM calls) overlap (offsets committed only past completed work, in order; one scene's events in order).",
+    )
     refine_in_flight: int = Field(
         4, ge=1, le=64, description="Shots one refiner worker refines at once: their database round trips overlap "
         "(offsets committed only past completed work, in order; a shot's attempts one after another).",
