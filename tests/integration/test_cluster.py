@@ -24,7 +24,7 @@ from events.topics import TOPICS
 from tests.integration.harness import REPO, warm_up
 from tests.integration.test_pipeline import kai_request
 from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
+from tower.kafka import ensure_topics, read_topic
 from tower.settings import Settings
 
 KAFKACTL = str(REPO / "infra/kafka/kafkactl")
@@ -74,13 +74,21 @@ async def test_topics_are_replicated_three_times_and_a_scene_survives_a_broker_c
     workers.env = env
     settings = Settings(kafka_bootstrap=cluster["bootstrap"], topic_prefix=env["TOWER_TOPIC_PREFIX"],
                         database_url=env["TOWER_DATABASE_URL"], topic_partitions=3)
+    # The topics exist before anything reads them: the scene follower looks its partitions up
+    # once (workers also create them, but a loaded machine can start them after the follower).
+    await ensure_topics(settings, timeout_s=120)
     workers.start(*STAGE_NAMES)
 
     scored = asyncio.Event()
     follower = asyncio.create_task(follow_scene(
         settings, "scene-cluster", timeout_s=300, on_event=lambda topic, _: topic == "quality.scored" and scored.set()))
     await produce(settings, [scene_envelope(kai_request("scene-cluster", max_attempts=2))])
-    await workers.watch(asyncio.wait_for(scored.wait(), 240))
+    first_score = asyncio.ensure_future(scored.wait())
+    done, _ = await workers.watch(asyncio.wait({first_score, follower}, timeout=240,
+                                               return_when=asyncio.FIRST_COMPLETED))
+    if follower in done and not first_score.done():
+        follower.result()  # the follower failed: its error says why
+    assert first_score.done(), "no quality.scored within 240 s"
 
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster["bootstrap"])
     await admin.start()
