@@ -179,8 +179,11 @@ async def tail_scene(
         if start_offsets:
             starts.update({tp: start_offsets[tp] for tp in partitions if tp in start_offsets})
         elif since_ms is not None:
-            found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+            # The ends first: a message appended between the two requests is then at or after its
+            # partition's end, so it is read; taken the other way round, a partition with no
+            # message at or after since_ms would start past one that arrived in between.
             ends = await consumer.end_offsets(partitions)
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
             starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in partitions}
         for tp, offset in starts.items():
             if offset is None:

@@ -107,7 +107,9 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         assert "render.progress" in kinds
         # Topics are read concurrently, so only each event's cause, not the interleaving, is fixed.
         ids = {e.data["id"] for e in events[:-1]}
-        assert all(e.data["causation_id"] in ids for e in events[:-1] if e.event in {"shot.planned", "quality.scored"})
+        orphans = [(e.event, e.data["id"], e.data["causation_id"], e.data.get("data", {}).get("attempt"))
+                   for e in events[:-1] if e.event in {"shot.planned", "quality.scored"} and e.data["causation_id"] not in ids]
+        assert not orphans, f"events whose cause was not streamed: {orphans}; streamed: {[(e.event, e.data['id']) for e in events[:-1]]}"
         finals = events[-1].data["finals"]
         assert len(finals) == events[-1].data["shot_count"] == shots
         assert all(e.data["data"]["scene_id"] == scene_id for e in events if e.event in kinds[:-1] and "data" in e.data)
