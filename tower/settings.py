@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from director.learning import LearningParameters
+if TYPE_CHECKING:
+    from director.learning import LearningParameters
 
 
 class Settings(BaseSettings):
@@ -176,7 +177,8 @@ class Settings(BaseSettings):
         None, description="Built DirectorPanel served at / by the API; unset: panel/dist of this checkout."
     )
     api_scene_wait_s: float = Field(
-        5.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected."
+        20.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected "
+        "(workers that are just starting take several seconds to join their groups)."
     )
 
     shutdown_timeout_s: float = Field(
@@ -200,6 +202,10 @@ class Settings(BaseSettings):
 
     @property
     def learning(self) -> LearningParameters:
+        # Imported here: the learning module loads numpy and scipy, which every `tower` command
+        # (even --help) would otherwise pay for at start-up.
+        from director.learning import LearningParameters
+
         half_life_s = self.learning_half_life_days * 86400 if self.learning_half_life_days else None
         return LearningParameters(half_life_s, self.borrowed_strength, self.max_score_precision)
 

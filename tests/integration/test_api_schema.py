@@ -141,7 +141,7 @@ FIXED_BUGS: dict[str, FixedBug] = {
 def schema_api(tower_env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
     """The API process like ``api_server``, but with TOWER_API_SCENE_WAIT_S=0.
 
-    ``GET /scenes/{scene_id}/events`` waits TOWER_API_SCENE_WAIT_S (5 s by default) for a scene
+    ``GET /scenes/{scene_id}/events`` waits TOWER_API_SCENE_WAIT_S (20 s by default) for a scene
     submitted a moment ago before answering 404; generated ids are unknown, so with the default
     every generated case of that operation would take 5 s. With 0 it answers 404 at once, so the
     operation is generated like every other one (and the seeded, finished scene is streamed by
