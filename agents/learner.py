@@ -4,7 +4,6 @@ table; a score under the shot's threshold re-issues the shot one rung up the esc
 
 from __future__ import annotations
 
-import asyncpg
 from pydantic import BaseModel
 
 from agents.stage import DatabaseStage
@@ -12,7 +11,7 @@ from director.escalation import credited, retry_of, review_of, rung
 from events.envelope import Envelope
 from events.models import QualityScored, RegressionDetected, ShotPlanned, ShotReviewRequested
 from events.topics import TOPICS
-from store.projections import Origin, apply_dead_letter, apply_event, regression_alert
+from store.projections import BestAttempt, Origin, apply_dead_letter, apply_event, apply_score, regression_alert
 
 
 class Learner(DatabaseStage):
@@ -21,20 +20,20 @@ class Learner(DatabaseStage):
     reads_dead_letters = True  # a scene whose event is dead-lettered is marked failed
 
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
+        scored = envelope.value
         async with self.pool.acquire() as conn:
-            await apply_event(conn, envelope, origin)
-            scored = envelope.value
-            if not isinstance(scored, QualityScored) or not self.settings.learner_emits_retries:
+            if not isinstance(scored, QualityScored):
+                await apply_event(conn, envelope, origin)
+                return []
+            applied = await apply_score(conn, envelope, origin)
+            if not self.settings.learner_emits_retries:
                 return []
             outputs: list[BaseModel] = []
             # Sent unless the broker already has it: a redelivery after a crash between the
             # commit above and the produce re-sends it (same derived id); a replay does not.
-            if not scored.passed and not await conn.fetchval(
-                "SELECT retry_sent FROM scores WHERE scene_id = $1 AND shot_number = $2 AND attempt = $3",
-                *_attempt_key(scored),
-            ) and (follow_up := await _follow_up(conn, scored)):
+            if not applied.retry_sent and (follow_up := _follow_up(scored, applied.best)):
                 outputs.append(follow_up)
-            if credited(scored) and (alert := await regression_alert(conn, scored)):
+            if credited(scored) and (alert := await regression_alert(conn, scored, applied.workflow)):
                 outputs.append(alert)
         return [envelope.derive(value, source=self.source) for value in outputs]
 
@@ -54,20 +53,15 @@ class Learner(DatabaseStage):
                 )
 
 
-async def _follow_up(conn: asyncpg.Connection, scored: QualityScored) -> ShotPlanned | ShotReviewRequested | None:
+def _follow_up(scored: QualityScored, best: BestAttempt | None) -> ShotPlanned | ShotReviewRequested | None:
     """The retry one rung up the ladder, a review request when the budget is spent, or nothing."""
     if scored.passed:
         return None
-    best = await conn.fetchrow(
-        "SELECT attempt, composite, modifier FROM scores WHERE scene_id = $1 AND shot_number = $2"
-        " AND status = 'ok' ORDER BY composite DESC, attempt LIMIT 1",
-        scored.scene_id, scored.shot.shot_number,
-    )
     if scored.attempt < scored.max_attempts:
-        keep = best["modifier"] if best and rung(scored.attempt + 1) == "workflow-setting" else None
+        keep = best.modifier if best and rung(scored.attempt + 1) == "workflow-setting" else None
         return retry_of(scored, best_modifier=keep)
     return review_of(
-        scored, best_attempt=best["attempt"] if best else None, best_composite=best["composite"] if best else None
+        scored, best_attempt=best.attempt if best else None, best_composite=best.composite if best else None
     )
 
 

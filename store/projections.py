@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from director.alerts import BASELINE_SAMPLES, checkpoint, regression
+from director.escalation import credited
 from director.learning import (
     MICROS,
     Evidence,
@@ -52,6 +53,8 @@ class Origin:
 
 async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> bool:
     """Project one event (and learn from it); ``False`` when it had been applied already."""
+    if isinstance(envelope.value, QualityScored):
+        return (await apply_score(conn, envelope, origin)).claimed
     async with conn.transaction():
         # The claim and the event log in one round trip: the log row only if the claim is new.
         claimed = await conn.fetchval(
@@ -76,12 +79,6 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
             await _prompt(conn, envelope, value)
         elif isinstance(value, FrameRendered):
             await _frames(conn, envelope, value)
-        elif isinstance(value, QualityScored):
-            # Learned once per attempt: a second scoring of the same (scene, shot, attempt) under
-            # another event id (a reused scene id, a re-rendered attempt) teaches nothing new.
-            if await _score(conn, envelope, value) and (evidence := evidence_of(value)):
-                await _learn(conn, envelope, value.shot.shot_number, value.attempt, evidence,
-                             workflow=context_parts(value.prompt.context)["workflow"])
         elif isinstance(value, FeedbackSubmitted):
             evidence = evidence_of(value)
             await _feedback(conn, envelope, value, evidence)
@@ -172,16 +169,127 @@ async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> 
     )
 
 
-async def _score(conn: asyncpg.Connection, env: Envelope, v: QualityScored) -> bool:
-    return bool(await conn.fetchval(
-        "INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed,"
-        " final, metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation,"
-        " credited) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
-        " ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING RETURNING true",
+@dataclass(frozen=True)
+class BestAttempt:
+    attempt: int
+    composite: float
+    modifier: str
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A workflow version's regression-check state: its first score, its credited scores so far,
+    and its alert (JSON) if one was raised, and whether the broker has it."""
+
+    first_seen: datetime
+    samples: int
+    alert: str | None
+    sent: bool | None
+
+
+@dataclass(frozen=True)
+class ScoreApplied:
+    """A score applied, and what the learner decides its follow-ups from, as of right after it."""
+
+    claimed: bool  # False: the event had been applied before (a redelivery, a replay)
+    retry_sent: bool  # the broker has this attempt's follow-up already
+    best: BestAttempt | None  # the shot's best scored attempt, this one included
+    workflow: WorkflowState | None  # the score's workflow version, if the score is credited
+
+
+def _learn_ctes(gate: str, **number: int) -> str:
+    """Two CTEs of a larger statement: ``learned`` folds one piece of evidence into its pattern
+    (when ``gate`` holds), ``updated`` logs the update. ``number`` gives the statement's parameter
+    number of each value (see :func:`_learn_values`)."""
+    n = {name: f"${i}" for name, i in number.items()}
+    return (
+        f"learned AS (INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
+        f" updated_at, square_micros) SELECT {n['context']}, {n['modifier']}, {n['prior']}::bigint + {n['alpha']}::bigint,"
+        f" {n['prior']}::bigint + {n['beta']}::bigint, 1, {n['time']}, {n['square']}::bigint WHERE {gate}"
+        f" ON CONFLICT (context, modifier) DO UPDATE SET alpha_micros = p.alpha_micros + {n['alpha']}::bigint,"
+        f" beta_micros = p.beta_micros + {n['beta']}::bigint, observations = p.observations + 1,"
+        f" updated_at = greatest(p.updated_at, {n['time']}), square_micros = p.square_micros + {n['square']}::bigint"
+        f" RETURNING alpha_micros, beta_micros, observations),"
+        f" updated AS (INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier, reward,"
+        f" alpha_micros, beta_micros, observations, source, weight, updated_at) SELECT {n['event_id']}, {n['scene_id']},"
+        f" {n['shot']}, {n['attempt']}, {n['context']}, {n['modifier']}, {n['reward']}, alpha_micros, beta_micros,"
+        f" observations, {n['source']}, {n['weight']}, {n['time']} FROM learned)"
+    )
+
+
+def _learn_values(evidence: Evidence) -> tuple[str, str, int, int, int, int, float, int, str]:
+    """context, modifier, prior, alpha, beta, square, reward, weight, source: the values
+    :func:`_learn_ctes` adds, in micro-units (integers, so sums do not depend on order)."""
+    reward = reward_micros(evidence.reward)
+    weight = evidence.weight
+    return (evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
+            weight * square_micros(reward), evidence.reward, weight, evidence.source)
+
+
+# One statement, so one round trip and one commit (a statement is atomic on its own). The score
+# is learned once per attempt: a second scoring of the same (scene, shot, attempt) under another
+# event id (a reused scene id, a re-rendered attempt) teaches nothing new. The statement's final
+# SELECT sees the tables as they were before it, so the new score and the new workflow count
+# come from the sub-statements' RETURNING instead.
+_APPLY_SCORE = """
+WITH claim AS (INSERT INTO processed_events (consumer, event_id, topic, partition, "offset")
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true),
+  logged AS (INSERT INTO event_log (event_id, event_type, source, scene_id, session_id, causation_id,
+    event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12 WHERE EXISTS (SELECT FROM claim)
+    ON CONFLICT DO NOTHING),
+  scored AS (INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed, final,
+    metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation, credited)
+    SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $11, $2, $26, $27
+    WHERE EXISTS (SELECT FROM claim)
+    ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING RETURNING true),
+  {learn},
+  counted AS (INSERT INTO workflow_versions AS w (workflow, first_seen, samples) SELECT $36::text, $11, 1
+    FROM learned ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,
+    first_seen = least(w.first_seen, EXCLUDED.first_seen) RETURNING first_seen, samples)
+SELECT EXISTS (SELECT FROM claim) AS claimed,
+  coalesce((SELECT retry_sent FROM scores WHERE scene_id = $13 AND shot_number = $14 AND attempt = $15), false)
+    AS retry_sent,
+  best.attempt AS best_attempt, best.composite AS best_composite, best.modifier AS best_modifier,
+  coalesce(counted.first_seen, w.first_seen) AS first_seen, coalesce(counted.samples, w.samples) AS samples,
+  r.alert, r.sent
+FROM (VALUES (1)) AS one (x)
+  LEFT JOIN LATERAL (SELECT attempt, composite, modifier FROM scores
+    WHERE scene_id = $13 AND shot_number = $14 AND status = 'ok'
+    UNION ALL SELECT $15, $18, $24 FROM scored WHERE $16 = 'ok'
+    ORDER BY composite DESC, attempt LIMIT 1) AS best ON true
+  LEFT JOIN counted ON true
+  LEFT JOIN workflow_versions w ON w.workflow = $36::text
+  LEFT JOIN regression_alerts r ON r.workflow = $36::text
+""".format(learn=_learn_ctes(gate="$27 AND EXISTS (SELECT FROM scored)", context=28, modifier=29, prior=30, alpha=31,
+                            beta=32, square=33, reward=34, weight=35, source=37, time=11, event_id=2, scene_id=8,
+                            shot=14, attempt=15))
+
+
+async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> ScoreApplied:
+    """Project a score and learn from it (like :func:`apply_event`), in one round trip that also
+    reads what the learner's follow-ups depend on."""
+    v = envelope.value
+    assert isinstance(v, QualityScored)
+    evidence = evidence_of(v)
+    # Without evidence the learn CTE is skipped (its gate is false); the values only fill its places.
+    context, modifier, prior, alpha, beta, square, reward, weight, source = _learn_values(
+        evidence or Evidence(v.prompt.context, v.prompt.modifier, 0.0, "auto"))
+    row = await conn.fetchrow(
+        _APPLY_SCORE,
+        origin.consumer, envelope.id, origin.topic, origin.partition, origin.offset,
+        envelope.type, envelope.source, envelope.scene_id, envelope.session_id,
+        envelope.causation_id, envelope.time, v.model_dump_json(),
         v.scene_id, v.shot.shot_number, v.attempt, v.status, v.reason, v.composite, v.passed,
         is_final(v), json.dumps(v.metrics), v.scorer_version, v.device, v.prompt.modifier,
-        v.prompt.context, env.time, env.id, v.escalation, evidence_of(v) is not None,
-    ))
+        v.prompt.context, v.escalation, evidence is not None,
+        context, modifier, prior, alpha, beta, square, reward, weight,
+        context_parts(v.prompt.context)["workflow"] if credited(v) else None, source,
+    )
+    best = (BestAttempt(row["best_attempt"], row["best_composite"], row["best_modifier"])
+            if row["best_attempt"] is not None else None)
+    workflow = (WorkflowState(row["first_seen"], row["samples"], row["alert"], row["sent"])
+                if row["first_seen"] is not None else None)
+    return ScoreApplied(row["claimed"], row["retry_sent"], best, workflow)
 
 
 async def _feedback(conn: asyncpg.Connection, env: Envelope, v: FeedbackSubmitted, evidence: Evidence) -> None:
@@ -194,52 +302,33 @@ async def _feedback(conn: asyncpg.Connection, env: Envelope, v: FeedbackSubmitte
     )
 
 
-async def _learn(
-    conn: asyncpg.Connection, env: Envelope, shot_number: int, attempt: int, evidence: Evidence,
-    *, workflow: str | None = None,
-) -> None:
-    """Fold ``evidence`` into its pattern and log the update, in one statement; with ``workflow``
-    (a credited score), also count the score for that workflow version's regression check."""
-    reward = reward_micros(evidence.reward)
-    weight = evidence.weight
-    await conn.execute(
-        "WITH learned AS (INSERT INTO patterns AS p (context, modifier, alpha_micros, beta_micros, observations,"
-        "   updated_at, square_micros) VALUES ($1, $2, $3::bigint + $4::bigint, $3::bigint + $5::bigint, 1, $6, $7)"
-        "   ON CONFLICT (context, modifier) DO UPDATE SET"
-        "   alpha_micros = p.alpha_micros + $4::bigint, beta_micros = p.beta_micros + $5::bigint,"
-        "   observations = p.observations + 1, updated_at = greatest(p.updated_at, $6),"
-        "   square_micros = p.square_micros + $7::bigint"
-        "   RETURNING alpha_micros, beta_micros, observations),"
-        " u AS (INSERT INTO pattern_updates (event_id, scene_id, shot_number, attempt, context, modifier,"
-        "   reward, alpha_micros, beta_micros, observations, source, weight, updated_at)"
-        "   SELECT $8, $9, $10, $11, $1, $2, $12, alpha_micros, beta_micros, observations, $13, $14, $6 FROM learned)"
-        " INSERT INTO workflow_versions AS w (workflow, first_seen, samples) SELECT $15::text, $6, 1 WHERE $15::text IS NOT NULL"
-        " ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,"
-        " first_seen = least(w.first_seen, EXCLUDED.first_seen)",
-        evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
-        env.time, weight * square_micros(reward),
-        env.id, env.scene_id, shot_number, attempt, evidence.reward, evidence.source, weight, workflow,
-    )
+_LEARN = "WITH " + _learn_ctes(gate="true", context=1, modifier=2, prior=3, alpha=4, beta=5, square=6, reward=7,
+                                weight=8, source=9, time=10, event_id=11, scene_id=12, shot=13, attempt=14) + \
+    " SELECT count(*) FROM learned"
 
 
-async def regression_alert(conn: asyncpg.Connection, scored: QualityScored) -> RegressionDetected | None:
+async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, attempt: int, evidence: Evidence) -> None:
+    """Fold ``evidence`` into its pattern and log the update, in one statement."""
+    await conn.execute(_LEARN, *_learn_values(evidence), env.time, env.id, env.scene_id, shot_number, attempt)
+
+
+async def regression_alert(
+    conn: asyncpg.Connection, scored: QualityScored, current: WorkflowState | None
+) -> RegressionDetected | None:
     """The regression alert of ``scored``'s workflow version (:mod:`director.alerts`) if it is
-    due and not yet sent: detected at a checkpoint, recorded once, returned until it is sent."""
-    workflow = context_parts(scored.prompt.context)["workflow"]
-    # One round trip per credited score; the scores themselves are read only at checkpoints.
-    current = await conn.fetchrow(
-        "SELECT w.first_seen, w.samples, r.alert, r.sent FROM workflow_versions w"
-        " LEFT JOIN regression_alerts r USING (workflow) WHERE w.workflow = $1", workflow,
-    )
+    due and not yet sent: detected at a checkpoint, recorded once, returned until it is sent.
+    ``current`` is the version's state right after the score (:attr:`ScoreApplied.workflow`); the
+    scores themselves are read only at checkpoints."""
     if current is None:
         return None
-    if current["alert"] is not None:
-        return None if current["sent"] else RegressionDetected.model_validate_json(current["alert"])
-    if not checkpoint(current["samples"]):
+    if current.alert is not None:
+        return None if current.sent else RegressionDetected.model_validate_json(current.alert)
+    if not checkpoint(current.samples):
         return None
+    workflow = context_parts(scored.prompt.context)["workflow"]
     previous = await conn.fetchrow(
         "SELECT workflow FROM workflow_versions WHERE (first_seen, workflow) < ($1, $2)"
-        " ORDER BY first_seen DESC, workflow DESC LIMIT 1", current["first_seen"], workflow,
+        " ORDER BY first_seen DESC, workflow DESC LIMIT 1", current.first_seen, workflow,
     )
     if previous is None:
         return None

@@ -91,7 +91,7 @@ async def test_decisions_see_related_contexts_and_discount_old_evidence(database
 
 
 async def test_a_worse_workflow_version_raises_one_regression_alert(database_url, kai_shots):
-    from store.projections import regression_alert
+    from store.projections import apply_score, regression_alert
 
     pool = await open_pool(database_url)
 
@@ -110,14 +110,44 @@ async def test_a_worse_workflow_version_raises_one_regression_alert(database_url
             alerts = []
             for i in range(10):
                 event = scored(i, "wf-2", 0.55 + (i % 3) * 0.01)
-                await apply_event(conn, event, Origin("learner", "q", 1, i))
-                alerts.append(await regression_alert(conn, event.value))
+                applied = await apply_score(conn, event, Origin("learner", "q", 1, i))
+                alerts.append(await regression_alert(conn, event.value, applied.workflow))
             assert alerts[:9] == [None] * 9, "nothing to say before ten scores of the new version"
             alert = alerts[9]
             assert alert is not None and (alert.workflow, alert.previous_workflow) == ("wf-2", "wf-1")
             assert alert.previous_mean - alert.mean > 0.2 and "wf-2 scores" in alert.reason
-            assert await regression_alert(conn, event.value) == alert, "unsent: offered again, same content"
+            redelivered = await apply_score(conn, event, Origin("learner", "q", 1, 9))
+            assert not redelivered.claimed
+            assert await regression_alert(conn, event.value, redelivered.workflow) == alert, \
+                "unsent: offered again, same content"
             await conn.execute("UPDATE regression_alerts SET sent = true")
-            assert await regression_alert(conn, event.value) is None, "sent once"
+            redelivered = await apply_score(conn, event, Origin("learner", "q", 1, 9))
+            assert await regression_alert(conn, event.value, redelivered.workflow) is None, "sent once"
+    finally:
+        await pool.close()
+
+
+async def test_a_score_reads_back_what_its_follow_up_needs(database_url, kai_shots):
+    from store.projections import apply_score
+
+    pool = await open_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            first = scored_envelope(kai_shots[0], "s-1", 0.4)
+            applied = await apply_score(conn, first, Origin("learner", "quality.scored", 0, 0))
+            assert applied.claimed and not applied.retry_sent
+            assert (applied.best.attempt, applied.best.composite) == (1, 0.4), "the new score itself is the best"
+            assert applied.workflow is not None and applied.workflow.samples == 1, "a credited first attempt counts"
+
+            second = scored_envelope(kai_shots[0].model_copy(update={"attempt": 2, "escalation": "new-seed"}), "s-2", 0.3)
+            applied = await apply_score(conn, second, Origin("learner", "quality.scored", 0, 1))
+            assert (applied.best.attempt, applied.best.composite) == (1, 0.4), "an earlier attempt stays the best"
+            assert applied.workflow is None, "a retry is not credited, so not counted for its workflow"
+
+            await conn.execute("UPDATE scores SET retry_sent = true WHERE attempt = 1")
+            again = await apply_score(conn, first, Origin("learner", "quality.scored", 0, 0))
+            assert not again.claimed and again.retry_sent, "a redelivery sees the follow-up already sent"
+            assert again.workflow.samples == 1, "and is not counted twice"
+            assert await conn.fetchval("SELECT observations FROM patterns") == 1
     finally:
         await pool.close()
