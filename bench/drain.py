@@ -227,39 +227,57 @@ async def projected(conn: asyncpg.Connection) -> int:
         return 0
 
 
-async def run(count: int) -> str:
+async def run(count: int, repeats: int) -> str:
     base = Settings()
-    print(f"bench: raw in-process consume -> produce x{count}", file=sys.stderr)
-    raw = await raw_rate(base.kafka_bootstrap, count)
-    print(f"bench: bare forwarder process, round trips x{HOPS}, then draining {count} messages", file=sys.stderr)
-    bare_rate, bare_trips = await forwarder(base.kafka_bootstrap, base.topic_partitions, count)
-    bare = statistics.median(bare_trips)
-    rates, trips = {}, {}
-    for stage in ("planner", "refiner", "learner"):
-        print(f"bench: {stage} round trips x{HOPS}, then draining {count} events", file=sys.stderr)
-        rates[stage], stage_trips = await stage_rate(base, stage, count)
-        trips[stage] = statistics.median(stage_trips)
-    rows = [f"| {stage} | {rate:,.0f} | {rate / bare_rate:.0%} | {rate / raw:.0%} | {trips[stage]:.2f} | "
-            f"{trips[stage] / bare:.1f}x | {trips[stage] - bare:+.2f} |" for stage, rate in rates.items()]
+    raw: list[float] = []
+    bare_rates: list[float] = []
+    bare_trips: list[float] = []
+    rates: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    trips: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    # Rounds, each measuring every contender once: the machine's drift and noise fall on all of them.
+    for round_ in range(1, repeats + 1):
+        print(f"bench: round {round_}/{repeats}: raw in-process consume -> produce x{count}", file=sys.stderr)
+        raw.append(await raw_rate(base.kafka_bootstrap, count))
+        print(f"bench: round {round_}/{repeats}: bare forwarder process, round trips x{HOPS}, then draining "
+              f"{count} messages", file=sys.stderr)
+        rate, round_trips_ms = await forwarder(base.kafka_bootstrap, base.topic_partitions, count)
+        bare_rates.append(rate)
+        bare_trips.append(statistics.median(round_trips_ms))
+        for stage in STAGES:
+            print(f"bench: round {round_}/{repeats}: {stage} round trips x{HOPS}, then draining {count} events",
+                  file=sys.stderr)
+            rate, stage_trips = await stage_rate(base, stage, count)
+            rates[stage].append(rate)
+            trips[stage].append(statistics.median(stage_trips))
+    bare_rate, bare = statistics.median(bare_rates), statistics.median(bare_trips)
+    rows = []
+    for stage in STAGES:
+        rate, trip = statistics.median(rates[stage]), statistics.median(trips[stage])
+        rows.append(f"| {stage} | {rate:,.0f} ({spread(rates[stage])}) | {rate / bare_rate:.0%} | "
+                    f"{rate / statistics.median(raw):.0%} | {trip:.2f} ({spread(trips[stage], 2)}) | "
+                    f"{trip / bare:.1f}x | {trip - bare:+.2f} |")
     return "\n".join([
         "## Per-stage drain rate (`make bench-drain`)",
         "",
-        f"Command: `make bench-drain` (`python -m bench.drain --count {count}`). Machine: {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}, broker {base.kafka_bootstrap}. "
-        f"Date: {time.strftime('%Y-%m-%d')}. Each stage is one worker process draining {count} events produced at "
-        "once (after a warm-up event and the round trips below), timed from the first of them being produced to "
-        "the last being handled; the planner's input is a 4-shot scene, so it produces 4 events per input.",
+        f"Command: `make bench-drain` (`python -m bench.drain --count {count} --repeats {repeats}`). Machine: "
+        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, broker "
+        f"{base.kafka_bootstrap}. Date: {time.strftime('%Y-%m-%d')}. Each stage is one worker process draining "
+        f"{count} events produced at once (after a warm-up event and the round trips below), timed from the first "
+        "of them being produced to the last being handled; the planner's input is a 4-shot scene, so it produces 4 "
+        f"events per input. {repeats} rounds, each measuring every contender once; figures are the medians, "
+        "(min-max) beside them: single runs on this shared machine vary by up to 2x.",
         "",
-        f"Yardstick, same run, measured the same way: a bare aiokafka consumer-group forwarder process "
+        f"Yardstick, same rounds, measured the same way: a bare aiokafka consumer-group forwarder process "
         f"(`bench/forwarder.py`) on {base.topic_partitions}-partition topics that, for each message, produces one "
-        f"and awaits its acknowledgement (the delivery guarantee the stages keep): **{bare_rate:,.0f} messages/s**. "
-        f"For reference, a bare loop in the benchmark's own process over an already-filled topic (no process "
-        f"boundary, no producer running beside it): {raw:,.0f} messages/s.",
+        f"and awaits its acknowledgement (the delivery guarantee the stages keep): **{bare_rate:,.0f} messages/s** "
+        f"({spread(bare_rates)}). For reference, a bare loop in the benchmark's own process over an already-filled "
+        f"topic (no process boundary, no producer running beside it): {statistics.median(raw):,.0f} messages/s "
+        f"({spread(raw)}).",
         "",
         f"Unloaded round trip: before draining, {HOPS} inputs one at a time, from producing the input "
-        "(acknowledged) to its first output arriving at a consumer (the learner's: the retry of a failed score). "
-        f"Yardstick, the same forwarder: p50 **{bare:.2f} ms**. Both include two broker crossings; the "
-        "difference is what the stage adds.",
+        "(acknowledged) to its first output arriving at a consumer (the learner's: the retry of a failed score); "
+        f"the median of each round's p50. Yardstick, the same forwarder: **{bare:.2f} ms** ({spread(bare_trips, 2)}). "
+        "Both include two broker crossings; the difference is what the stage adds.",
         "",
         "| stage | inputs/s | of the forwarder's (goal 50%) | of the in-process loop's | round trip p50 ms "
         "| of the forwarder's | added ms |",
@@ -268,11 +286,19 @@ async def run(count: int) -> str:
     ])
 
 
+STAGES = ("planner", "refiner", "learner")
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    return f"{min(values):,.{digits}f}-{max(values):,.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=500, help="events each stage drains (default 500)")
+    parser.add_argument("--count", type=int, default=1000, help="events each stage drains per round (default 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; the figures are their medians (default 3)")
     args = parser.parse_args()
-    section = asyncio.run(run(args.count))
+    section = asyncio.run(run(args.count, args.repeats))
     write_section("drain", section)
     print(section)
 
