@@ -12,12 +12,17 @@ from events.envelope import Envelope
 from events.models import QualityScored, RegressionDetected, ShotPlanned, ShotReviewRequested
 from events.topics import TOPICS
 from store.projections import BestAttempt, Origin, apply_dead_letter, apply_event, apply_score, regression_alert
+from tower.settings import Settings
 
 
 class Learner(DatabaseStage):
     name = "learner"
     inputs = TOPICS
     reads_dead_letters = True  # a scene whose event is dead-lettered is marked failed
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.max_in_flight = settings.learn_in_flight
 
     async def handle(self, envelope: Envelope, origin: Origin) -> list[Envelope]:
         scored = envelope.value
@@ -33,7 +38,7 @@ class Learner(DatabaseStage):
             # commit above and the produce re-sends it (same derived id); a replay does not.
             if not applied.retry_sent and (follow_up := _follow_up(scored, applied.best)):
                 outputs.append(follow_up)
-            if credited(scored) and (alert := await regression_alert(conn, scored, applied.workflow)):
+            if credited(scored) and (alert := await regression_alert(conn, envelope, applied.workflow)):
                 outputs.append(alert)
         return [envelope.derive(value, source=self.source) for value in outputs]
 

@@ -179,12 +179,13 @@ class BestAttempt:
 @dataclass(frozen=True)
 class WorkflowState:
     """A workflow version's regression-check state: its first score, its credited scores so far,
-    and its alert (JSON) if one was raised, and whether the broker has it."""
+    and its alert (JSON) if one was raised: by which score event, and whether the broker has it."""
 
     first_seen: datetime
     samples: int
     alert: str | None
     sent: bool | None
+    raised_by: str | None  # the score event that raised the alert
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ SELECT EXISTS (SELECT FROM claim) AS claimed,
     AS retry_sent,
   best.attempt AS best_attempt, best.composite AS best_composite, best.modifier AS best_modifier,
   coalesce(counted.first_seen, w.first_seen) AS first_seen, coalesce(counted.samples, w.samples) AS samples,
-  r.alert, r.sent
+  r.alert, r.sent, r.raised_by
 FROM (VALUES (1)) AS one (x)
   LEFT JOIN LATERAL (SELECT attempt, composite, modifier FROM scores
     WHERE scene_id = $13 AND shot_number = $14 AND status = 'ok'
@@ -287,7 +288,7 @@ async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
     )
     best = (BestAttempt(row["best_attempt"], row["best_composite"], row["best_modifier"])
             if row["best_attempt"] is not None else None)
-    workflow = (WorkflowState(row["first_seen"], row["samples"], row["alert"], row["sent"])
+    workflow = (WorkflowState(row["first_seen"], row["samples"], row["alert"], row["sent"], row["raised_by"])
                 if row["first_seen"] is not None else None)
     return ScoreApplied(row["claimed"], row["retry_sent"], best, workflow)
 
@@ -313,18 +314,21 @@ async def _learn(conn: asyncpg.Connection, env: Envelope, shot_number: int, atte
 
 
 async def regression_alert(
-    conn: asyncpg.Connection, scored: QualityScored, current: WorkflowState | None
+    conn: asyncpg.Connection, envelope: Envelope[QualityScored], current: WorkflowState | None
 ) -> RegressionDetected | None:
-    """The regression alert of ``scored``'s workflow version (:mod:`director.alerts`) if it is
-    due and not yet sent: detected at a checkpoint, recorded once, returned until it is sent.
-    ``current`` is the version's state right after the score (:attr:`ScoreApplied.workflow`); the
-    scores themselves are read only at checkpoints."""
+    """The regression alert of the score's workflow version (:mod:`director.alerts`) if it is due
+    and not yet sent: detected at a checkpoint, recorded once, and returned to the score event that
+    raised it until it is sent (a redelivery of that event sends it then). ``current`` is the
+    version's state right after the score (:attr:`ScoreApplied.workflow`); the scores themselves
+    are read only at checkpoints."""
     if current is None:
         return None
     if current.alert is not None:
-        return None if current.sent else RegressionDetected.model_validate_json(current.alert)
+        mine = current.raised_by in (None, envelope.id)
+        return RegressionDetected.model_validate_json(current.alert) if mine and not current.sent else None
     if not checkpoint(current.samples):
         return None
+    scored = envelope.value
     workflow = context_parts(scored.prompt.context)["workflow"]
     previous = await conn.fetchrow(
         "SELECT workflow FROM workflow_versions WHERE (first_seen, workflow) < ($1, $2)"
@@ -332,11 +336,14 @@ async def regression_alert(
     )
     if previous is None:
         return None
+    # The version's first `samples` scores by event time: scores projected at the same time may
+    # have committed since, and the checkpoint is about this many.
     scores = await conn.fetch(
-        "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND split_part(context, '|', 4) = $1)"
+        "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND split_part(context, '|', 4) = $1"
+        " ORDER BY scored_at, event_id LIMIT $4)"
         " UNION ALL (SELECT composite, 1 FROM scores WHERE credited AND status = 'ok'"
         " AND split_part(context, '|', 4) = $2 ORDER BY scored_at DESC LIMIT $3)",
-        workflow, previous["workflow"], BASELINE_SAMPLES,
+        workflow, previous["workflow"], BASELINE_SAMPLES, current.samples,
     )
     found = regression([r["composite"] for r in scores if r["side"] == 0], [r["composite"] for r in scores if r["side"] == 1])
     if found is None:
@@ -349,8 +356,9 @@ async def regression_alert(
         f"{found.previous_mean:.3f} for {previous['workflow']} (drop {found.drop:.3f}, p = {found.p_value:.2g})",
     )
     await conn.execute(
-        "INSERT INTO regression_alerts (workflow, previous_workflow, detected_at, alert) VALUES ($1, $2, now(), $3)"
-        " ON CONFLICT DO NOTHING", workflow, previous["workflow"], alert.model_dump_json(),
+        "INSERT INTO regression_alerts (workflow, previous_workflow, detected_at, alert, raised_by)"
+        " VALUES ($1, $2, now(), $3, $4) ON CONFLICT DO NOTHING",
+        workflow, previous["workflow"], alert.model_dump_json(), envelope.id,
     )
     return alert
 

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="Shots one refiner worker refines at once: their database round trips overlap "
         "(offsets committed only past completed work, in order; a shot's attempts one after another).",
     )
+    learn_in_flight: int = Field(
+        4, ge=1, le=64, description="Events of one topic one learner worker projects at once: their database commits "
+        "overlap (offsets committed only past completed work, in order; a shot's events one after another).",
+    )
     scorer_device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Scoring device: `auto` takes CUDA when there is one."
     )

@@ -111,18 +111,22 @@ async def test_a_worse_workflow_version_raises_one_regression_alert(database_url
             for i in range(10):
                 event = scored(i, "wf-2", 0.55 + (i % 3) * 0.01)
                 applied = await apply_score(conn, event, Origin("learner", "q", 1, i))
-                alerts.append(await regression_alert(conn, event.value, applied.workflow))
+                alerts.append(await regression_alert(conn, event, applied.workflow))
             assert alerts[:9] == [None] * 9, "nothing to say before ten scores of the new version"
             alert = alerts[9]
             assert alert is not None and (alert.workflow, alert.previous_workflow) == ("wf-2", "wf-1")
             assert alert.previous_mean - alert.mean > 0.2 and "wf-2 scores" in alert.reason
+            later = scored(10, "wf-2", 0.55)
+            applied = await apply_score(conn, later, Origin("learner", "q", 1, 10))
+            assert await regression_alert(conn, later, applied.workflow) is None, \
+                "recorded but unsent: only the score that raised it sends it"
             redelivered = await apply_score(conn, event, Origin("learner", "q", 1, 9))
             assert not redelivered.claimed
-            assert await regression_alert(conn, event.value, redelivered.workflow) == alert, \
+            assert await regression_alert(conn, event, redelivered.workflow) == alert, \
                 "unsent: offered again, same content"
             await conn.execute("UPDATE regression_alerts SET sent = true")
             redelivered = await apply_score(conn, event, Origin("learner", "q", 1, 9))
-            assert await regression_alert(conn, event.value, redelivered.workflow) is None, "sent once"
+            assert await regression_alert(conn, event, redelivered.workflow) is None, "sent once"
     finally:
         await pool.close()
 
