@@ -36,6 +36,10 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
     each still its own consumer group, on one event loop: the development mode of `tower worker all`.
     With ``TOWER_METRICS_PORT`` set, the process serves its Prometheus metrics (all its stages) there.
     """
+    if settings.uvloop:
+        import uvloop  # the consumer thread Faust starts gets a uvloop loop too
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     wait_for_kafka(settings)
     apps = [build_app(stage_class(name)(settings), settings) for name in names]
     start_metrics_server(settings)
