@@ -295,8 +295,8 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000, help="events each stage drains per round (default 1000)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; the figures are their medians (default 3)")
+    parser.add_argument("--count", type=int, default=3000, help="events each stage drains per round (default 3000)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the figures are their medians (default 5)")
     args = parser.parse_args()
     section = asyncio.run(run(args.count, args.repeats))
     write_section("drain", section)
