@@ -34,7 +34,7 @@ from events.models import SceneRequested
 from events.topics import SCENE_REQUESTED
 from store.pool import create_database, drop_database
 from tower.follow import new_scene_id, scene_envelope
-from tower.kafka import ensure_topics, partitions_of
+from tower.kafka import delete_topics, ensure_topics, partitions_of
 from tower.settings import Settings
 from tower.worker import start_api
 
@@ -305,6 +305,7 @@ def run(connections: int, duration_s: int, warmup_s: int, threads: int, rounds: 
     finally:
         server.stop()
         asyncio.run(drop_database(server_db, f"tower_bench_api_{unique}"))
+        asyncio.run(delete_topics(bootstrap, settings.topic_prefix))
     return report(connections, duration_s, warmup_s, threads, raws, raw_info, plans, integrates, checks, modules,
                   background)
 

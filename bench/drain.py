@@ -35,7 +35,7 @@ from events.envelope import Envelope, new_event_id
 from events.models import QualityScored, SceneRequested, ShotPlanned
 from events.topics import EVENT_TYPES, QUALITY_SCORED, SHOT_PLANNED
 from tower.follow import produce, scene_envelope
-from tower.kafka import partitions_of
+from tower.kafka import delete_topics, partitions_of
 from tower.settings import Settings
 
 DESCRIPTION = "Kai runs through the city at night"
@@ -69,6 +69,8 @@ async def raw_rate(bootstrap: str, count: int) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+        await delete_topics(bootstrap, source)
+        await delete_topics(bootstrap, sink)
 
 
 HOPS = 60  # inputs sent one at a time for the unloaded round trip

@@ -37,7 +37,7 @@ from events.models import PromptRefined, SceneRequested, ShotPlanned
 from events.topics import PROMPT_REFINED
 from store.pool import create_database, drop_database
 from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import ensure_topics, partitions_of
+from tower.kafka import delete_topics, ensure_topics, partitions_of
 from tower.settings import Settings
 from tower.worker import StageProcesses
 
@@ -73,6 +73,7 @@ class Run:
         self.workers.stop_all()
         shutil.rmtree(self.media, ignore_errors=True)
         await drop_database(self.base.database_url, f"tower_bench_{self.unique}")
+        await delete_topics(self.base.kafka_bootstrap, self.settings.topic_prefix)
 
     async def scenes(self, ids: list[str]) -> float:
         started = time.perf_counter()

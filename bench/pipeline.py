@@ -30,7 +30,7 @@ from events.envelope import header_map, scene_of_key
 from events.models import SceneRequested
 from store.pool import create_database, drop_database
 from tower.follow import follow_scene, produce, scene_envelope, topic_partitions
-from tower.kafka import ensure_topics
+from tower.kafka import delete_topics, ensure_topics
 from tower.settings import Settings
 from tower.worker import StageProcesses
 
@@ -75,6 +75,7 @@ async def raw_hops(bootstrap: str, count: int) -> list[float]:
     finally:
         await consumer.stop()
         await producer.stop()
+        await delete_topics(bootstrap, topic)
 
 
 async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[float]]:
@@ -157,8 +158,11 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         workers.stop_all()
         shutil.rmtree(media, ignore_errors=True)
         await drop_database(base.database_url, f"tower_bench_{unique}")
-    hops = await stage_hops(settings, set(latency_ids))
-    loaded = await stage_hops(settings, set(ids))
+    try:
+        hops = await stage_hops(settings, set(latency_ids))
+        loaded = await stage_hops(settings, set(ids))
+    finally:
+        await delete_topics(base.kafka_bootstrap, settings.topic_prefix)
 
     raw_p50, raw_p95 = percentile(raw, 50), percentile(raw, 95)
     rows = []

@@ -28,7 +28,7 @@ from events.envelope import scene_of_key
 from events.models import SceneRequested
 from store.pool import create_database, drop_database
 from tower.follow import produce, scene_envelope
-from tower.kafka import ensure_topics, partitions_of
+from tower.kafka import delete_topics, ensure_topics, partitions_of
 from tower.settings import Settings
 from tower.worker import StageProcesses
 
@@ -102,6 +102,7 @@ async def run(repeats: int, timeout_s: float) -> str:
     finally:
         shutil.rmtree(media, ignore_errors=True)
         await drop_database(base.database_url, f"tower_bench_{unique}")
+        await delete_topics(base.kafka_bootstrap, settings.topic_prefix)
     cold = statistics.median(c for runs in results.values() for c, _ in runs)
     rows = [
         f"| {how} | {'static (`TOWER_WORKER_ID`)' if static else 'dynamic'} | "

@@ -15,7 +15,8 @@ import pytest
 from director.planner import plan_scene
 from events.models import SceneRequested, ShotPlanned
 from store.pool import create_database, drop_database
-from tests.integration.harness import delete_topics, kafka_service, postgres_service, warm_up
+from tests.integration.harness import kafka_service, postgres_service, warm_up
+from tower.kafka import delete_topics
 from tower.settings import Settings
 from tower.worker import ApiServer, StageProcesses, start_api
 

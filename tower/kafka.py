@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 
 from events.topics import DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS, SIDE_TOPICS, TOPICS, dead_letter_topic
@@ -75,6 +75,22 @@ def under_replicated(described: list[dict], replication: Replication) -> list[st
         for t in described
         if t.get("partitions") and min(len(p["replicas"]) for p in t["partitions"]) < replication.factor
     )
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics named ``prefix...`` (a test's or a benchmark's own), so that runs do not
+    pile partitions up in the broker (thousands of them once ran its 512 MiB heap out); a broker
+    that is gone is left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except (OSError, asyncio.TimeoutError, KafkaError):
+        pass  # cleanup only: a run that stopped the broker must not fail in teardown
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from tower.kafka import partitions_of
 
@@ -70,20 +69,6 @@ async def warm_up(bootstrap: str, timeout_s: float = 180.0) -> None:
         finally:
             await consumer.stop()
         await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Delete the topics named ``prefix...`` (a test's own); a broker that is gone is left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await asyncio.wait_for(admin.start(), 10)
-        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-    except (OSError, asyncio.TimeoutError, KafkaError):
-        pass  # cleanup only: a test that stopped the broker must not fail in teardown
     finally:
         await admin.close()
 
