@@ -22,6 +22,8 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -96,15 +98,34 @@ async def round_trips(consumer: AIOKafkaConsumer, send: Callable[[int], Awaitabl
     return trips
 
 
-async def forwarder(bootstrap: str, partitions: int, count: int) -> tuple[float, list[float]]:
-    """The yardstick stage, a bare aiokafka consumer-group forwarder process (:mod:`bench.forwarder`)
+@dataclass(frozen=True)
+class Drained:
+    """One contender's figures in one round."""
+
+    rate: float  # inputs drained per second
+    trip_ms: float  # median unloaded round trip
+    cpu_ms: float  # CPU time of its process per input while draining
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+FORWARDERS = {"aiokafka": "bench.forwarder", "Faust": "bench.faust_forwarder"}
+
+
+async def forwarder(bootstrap: str, partitions: int, count: int, module: str) -> Drained:
+    """A yardstick stage, a bare forwarder process (:mod:`bench.forwarder`, :mod:`bench.faust_forwarder`)
     on topics with the stages' partition count, measured as :func:`stage_rate` measures a stage: its
     unloaded round trips, then the rate at which it drains ``count`` messages produced at once."""
     source, sink = f"bench-fwd-in-{uuid.uuid4().hex[:6]}", f"bench-fwd-out-{uuid.uuid4().hex[:6]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
-    process = subprocess.Popen([sys.executable, "-m", "bench.forwarder", source, sink, bootstrap])
+    await admin.close()
+    process = subprocess.Popen([sys.executable, "-m", module, source, sink, bootstrap])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await producer.start()
@@ -120,18 +141,19 @@ async def forwarder(bootstrap: str, partitions: int, count: int) -> tuple[float,
 
         await round_trips(consumer, send, 1, count=1, timeout_s=120)  # the forwarder has joined its group
         trips = await round_trips(consumer, send, 1)
-        started = time.perf_counter()
+        cpu, started = cpu_seconds(process.pid), time.perf_counter()
         for i in range(count):
             await producer.send(source, payload, key=f"d{i}".encode())
         await count_outputs(consumer, count)
-        return count / (time.perf_counter() - started), trips
+        elapsed = time.perf_counter() - started
+        return Drained(count / elapsed, statistics.median(trips), (cpu_seconds(process.pid) - cpu) / count * 1000)
     finally:
         process.terminate()
         process.wait(timeout=30)
         await consumer.stop()
         await producer.stop()
-        await admin.delete_topics([source, sink])
-        await admin.close()
+        await delete_topics(bootstrap, source)
+        await delete_topics(bootstrap, sink)
 
 
 async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float = 600) -> None:
@@ -142,9 +164,10 @@ async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float
         seen += sum(len(r) for r in (await consumer.getmany(timeout_ms=200)).values())
 
 
-async def stage_rate(base: Settings, stage: str, count: int) -> tuple[float, list[float]]:
-    """Inputs per second the stage drains (after a warm-up input and the round trips), and the
-    unloaded round trips (:func:`round_trips`; the learner's are retries of failed scores)."""
+async def stage_rate(base: Settings, stage: str, count: int) -> Drained:
+    """Inputs per second the stage drains (after a warm-up input and the round trips), the median
+    unloaded round trip (:func:`round_trips`; the learner's are retries of failed scores), and the
+    worker's CPU time per input while draining."""
     async with Run(base, f"drain{stage[:3]}") as run:
         settings = run.settings
         plan = plan_scene(SceneRequested(scene_id="x", session_id="s", description=DESCRIPTION), fps=base.render_fps)
@@ -199,11 +222,13 @@ async def stage_rate(base: Settings, stage: str, count: int) -> tuple[float, lis
 
             trips = await run.workers.watch(round_trips(consumer, send, shots if stage == "planner" else 1))
             batch = [make(i) for i in range(count)]
-            started = time.perf_counter()  # the stage starts on the batch while it is being produced
+            pid = run.workers.procs[stage].pid
+            cpu, started = cpu_seconds(pid), time.perf_counter()  # the stage starts while the batch is produced
             await produce(settings, batch)
             await run.workers.watch(learned(run, count + 1 + HOPS) if output is None
                                     else count_outputs(consumer, count * per_input))
-            return count / (time.perf_counter() - started), trips
+            elapsed = time.perf_counter() - started
+            return Drained(count / elapsed, statistics.median(trips), (cpu_seconds(pid) - cpu) / count * 1000)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -232,58 +257,55 @@ async def projected(conn: asyncpg.Connection) -> int:
 async def run(count: int, repeats: int) -> str:
     base = Settings()
     raw: list[float] = []
-    bare_rates: list[float] = []
-    bare_trips: list[float] = []
-    rates: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    trips: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    results: dict[str, list[Drained]] = {name: [] for name in (*FORWARDERS, *STAGES)}
     # Rounds, each measuring every contender once: the machine's drift and noise fall on all of them.
     for round_ in range(1, repeats + 1):
         print(f"bench: round {round_}/{repeats}: raw in-process consume -> produce x{count}", file=sys.stderr)
         raw.append(await raw_rate(base.kafka_bootstrap, count))
-        print(f"bench: round {round_}/{repeats}: bare forwarder process, round trips x{HOPS}, then draining "
-              f"{count} messages", file=sys.stderr)
-        rate, round_trips_ms = await forwarder(base.kafka_bootstrap, base.topic_partitions, count)
-        bare_rates.append(rate)
-        bare_trips.append(statistics.median(round_trips_ms))
+        for name, module in FORWARDERS.items():
+            print(f"bench: round {round_}/{repeats}: bare {name} forwarder process, round trips x{HOPS}, then "
+                  f"draining {count} messages", file=sys.stderr)
+            results[name].append(await forwarder(base.kafka_bootstrap, base.topic_partitions, count, module))
         for stage in STAGES:
             print(f"bench: round {round_}/{repeats}: {stage} round trips x{HOPS}, then draining {count} events",
                   file=sys.stderr)
-            rate, stage_trips = await stage_rate(base, stage, count)
-            rates[stage].append(rate)
-            trips[stage].append(statistics.median(stage_trips))
-    bare_rate, bare = statistics.median(bare_rates), statistics.median(bare_trips)
+            results[stage].append(await stage_rate(base, stage, count))
+    bare = results["aiokafka"]
+    bare_rate, bare_trip = median(bare, "rate"), median(bare, "trip_ms")
     rows = []
-    for stage in STAGES:
-        rate, trip = statistics.median(rates[stage]), statistics.median(trips[stage])
-        rows.append(f"| {stage} | {rate:,.0f} ({spread(rates[stage])}) | {rate / bare_rate:.0%} | "
-                    f"{rate / statistics.median(raw):.0%} | {trip:.2f} ({spread(trips[stage], 2)}) | "
-                    f"{trip / bare:.1f}x | {trip - bare:+.2f} |")
+    for name, runs in results.items():
+        rate, trip = median(runs, "rate"), median(runs, "trip_ms")
+        label = f"bare {name} forwarder" if name in FORWARDERS else name
+        rows.append(f"| {label} | {rate:,.0f} ({spread(runs, 'rate')}) | {rate / bare_rate:.0%} | "
+                    f"{trip:.2f} ({spread(runs, 'trip_ms', 2)}) | {trip / bare_trip:.1f}x | "
+                    f"{median(runs, 'cpu_ms'):.2f} ({spread(runs, 'cpu_ms', 2)}) |")
     return "\n".join([
         "## Per-stage drain rate (`make bench-drain`)",
         "",
         f"Command: `make bench-drain` (`python -m bench.drain --count {count} --repeats {repeats}`). Machine: "
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, broker "
-        f"{base.kafka_bootstrap}. Date: {time.strftime('%Y-%m-%d')}. Each stage is one worker process draining "
-        f"{count} events produced at once (after a warm-up event and the round trips below), timed from the first "
+        f"{base.kafka_bootstrap}. Date: {time.strftime('%Y-%m-%d')}. Each contender is one process draining "
+        f"{count} inputs produced at once (after a warm-up input and the round trips below), timed from the first "
         "of them being produced to the last being handled; the planner's input is a 4-shot scene, so it produces 4 "
         f"events per input. {repeats} rounds, each measuring every contender once; figures are the medians, "
         "(min-max) beside them: single runs on this shared machine vary by up to 2x.",
         "",
         f"Yardstick, same rounds, measured the same way: a bare aiokafka consumer-group forwarder process "
         f"(`bench/forwarder.py`) on {base.topic_partitions}-partition topics that, for each message, produces one "
-        f"and awaits its acknowledgement (the delivery guarantee the stages keep): **{bare_rate:,.0f} messages/s** "
-        f"({spread(bare_rates)}). For reference, a bare loop in the benchmark's own process over an already-filled "
-        f"topic (no process boundary, no producer running beside it): {statistics.median(raw):,.0f} messages/s "
-        f"({spread(raw)}).",
+        f"and awaits its acknowledgement (the delivery guarantee the stages keep): **{bare_rate:,.0f} messages/s**, "
+        f"round trip **{bare_trip:.2f} ms**. Beside it, Faust's own floor: the same forwarder as a bare Faust agent "
+        "run like a Tower worker (`bench/faust_forwarder.py`). For reference, a bare loop in the benchmark's own "
+        f"process over an already-filled topic (no process boundary, no producer running beside it): "
+        f"{statistics.median(raw):,.0f} messages/s ({spread_of(raw)}).",
         "",
         f"Unloaded round trip: before draining, {HOPS} inputs one at a time, from producing the input "
         "(acknowledged) to its first output arriving at a consumer (the learner's: the retry of a failed score); "
-        f"the median of each round's p50. Yardstick, the same forwarder: **{bare:.2f} ms** ({spread(bare_trips, 2)}). "
-        "Both include two broker crossings; the difference is what the stage adds.",
+        "the median of each round's p50. CPU: the process's user + system time per input while draining (the "
+        "broker, PostgreSQL and the benchmark itself use the rest of the 2 cores).",
         "",
-        "| stage | inputs/s | of the forwarder's (goal 50%) | of the in-process loop's | round trip p50 ms "
-        "| of the forwarder's | added ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| contender | inputs/s | of the aiokafka forwarder's (goal 50%) | round trip p50 ms "
+        "| of the aiokafka forwarder's | CPU ms per input |",
+        "|---|---:|---:|---:|---:|---:|",
         *rows,
     ])
 
@@ -291,7 +313,15 @@ async def run(count: int, repeats: int) -> str:
 STAGES = ("planner", "refiner", "learner")
 
 
-def spread(values: list[float], digits: int = 0) -> str:
+def median(runs: list[Drained], field: str) -> float:
+    return statistics.median(getattr(run, field) for run in runs)
+
+
+def spread(runs: list[Drained], field: str, digits: int = 0) -> str:
+    return spread_of([getattr(run, field) for run in runs], digits)
+
+
+def spread_of(values: list[float], digits: int = 0) -> str:
     return f"{min(values):,.{digits}f}-{max(values):,.{digits}f}"
 
 
