@@ -122,7 +122,7 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
 
-bench-drain: venv services  ## how fast planner, refiner and learner drain a pre-filled topic vs a bare aiokafka loop -> docs/BENCHMARKS.md
+bench-drain: venv services  ## how fast planner, refiner and learner drain a topic, and their hops, vs bare aiokafka and Faust forwarders -> docs/BENCHMARKS.md
 	$(PY) -m bench.drain
 
 bench-learning: venv services  ## does the loop learn? Thompson vs uniform vs fixed vs the oracle, borrowed priors, a model change -> docs/BENCHMARKS.md
