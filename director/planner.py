@@ -218,6 +218,13 @@ _SETTING_STARTS = _PLACE_PREPS | {"after", "before", "while", "as", "when", "onc
 _SUBJECT_WORDS = frozenset({"the", "a", "an", "his", "her", "their", "its", "he", "she", "they", "it", "we",
                             "i", "you", "my", "our", "your"})
 _PRONOUN_SUBJECTS = frozenset({"he", "she", "they"})
+# What follows a finite verb whose subject was left out ("..., then draws his sword", "and picks up
+# the lantern"): an object's determiner, a particle or a preposition.
+_AFTER_ELIDED_VERB = frozenset({"his", "her", "their", "its", "the", "a", "an", "up", "down", "out", "off", "back",
+                                "away", "at", "to", "into", "onto", "toward", "towards", "across", "through",
+                                "over", "around", "from", "with"})
+_NOT_VERBS = frozenset({"is", "was", "has", "as", "his", "its", "this", "us", "thus", "plus", "yes", "towards",
+                        "across", "less", "unless", "red", "bed", "seed", "speed", "need", "feed", "shed"})
 _PRONOUN_OBJECTS = frozenset({"him", "her", "them"})
 _DETERMINERS = "the|a|an|his|her|their|its|my|our|your|one|le|la|les|un|une|el|los|las|una|der|die|das|ein|eine"
 _FOREIGN_WORDS = frozenset({"le", "la", "les", "un", "une", "des", "du", "et", "il", "elle", "dans", "sur",
@@ -710,6 +717,14 @@ def _find_place(masked: str, reader: _Reader) -> tuple[str, str] | None:
     return None
 
 
+def _elided_subject(tokens: list[str]) -> bool:
+    """Whether a clause starts with a finite verb whose subject was left out ("draws his sword",
+    "pulled out a map"): English leaves the subject of a coordinated clause to the one before."""
+    if len(tokens) < 2 or tokens[0] in _NOT_VERBS:
+        return False
+    return tokens[0].endswith(("s", "ed")) and tokens[1] in _AFTER_ELIDED_VERB
+
+
 def _read_beats(reader: _Reader) -> tuple[list[Beat], int]:
     splitter = _Splitter(reader)
     clauses = [(c, sim, number) for number, sentence in enumerate(_sentences(reader.masked))
@@ -750,8 +765,9 @@ def _read_beats(reader: _Reader) -> tuple[list[Beat], int]:
         subject_first = mentions and mentions[0][0] == min(
             (m.start() for m in _WORD.finditer(clause)), default=0)
         inherited: list[str] = []
+        elided = not subject_first and _elided_subject(tokens)
         if previous_subject and not subject_first and (first in _PRONOUN_SUBJECTS or first in _KIND_OF
-                                                       or first in _MOVING or not named
+                                                       or first in _MOVING or elided or not named
                                                        and set(tokens) & _PRONOUN_SUBJECTS):
             inherited = list(previous_group) if first == "they" and len(previous_group) > 1 else [previous_subject]
         characters = list(dict.fromkeys([*inherited, *named]))
@@ -774,7 +790,7 @@ def _read_beats(reader: _Reader) -> tuple[list[Beat], int]:
         if kind == "calm" and previous_beat and (previous_beat.kind in ("action", "chase")
                                                  or previous_beat.mood == "tense"):
             mood, lighting = "tense", previous_beat.lighting  # the fight (or the quarrel) is still on
-        if inherited and (first in _KIND_OF or first in _MOVING) and subject:
+        if inherited and (first in _KIND_OF or first in _MOVING or elided) and subject:
             clause = f"{reader.display.get(subject, subject)} {clause}"  # "attacks her" -> "Aro attacks her"
         beats.append(Beat(
             text=reader.restore(clause), kind=kind, characters=tuple(characters), subject=subject, other=other,

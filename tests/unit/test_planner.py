@@ -166,6 +166,23 @@ def test_characters_named_in_the_text_are_detected_reported_and_shown():
     assert "place: Tokyo" in result.shots[0].continuity_notes
 
 
+@pytest.mark.parametrize(("description", "actor", "action"), [
+    ("Create a scene where Kai fights the dragon, then draws his sword", "Kai", "Kai draws his sword"),
+    ("Mira opens the gate, then picks up the lantern", "Mira", "Mira picks up the lantern"),
+    ("Kai fought the dragon, then pulled out a dagger", "Kai", "Kai pulled out a dagger"),
+])
+def test_a_clause_without_its_subject_keeps_the_one_before(description, actor, action):
+    result = plan(description)
+    shot = next(s for s in result.shots if s.action == action)
+    assert shot.characters[0] == actor
+
+
+def test_a_clause_that_starts_with_its_own_subject_does_not_inherit_one():
+    result = plan("Kai walks into the hall, then the storm breaks over the city")
+    storm = next(s for s in result.shots if s.action == "The storm breaks over the city")
+    assert storm.characters == []
+
+
 def test_sentence_starters_and_common_words_are_not_characters():
     result = plan("Slowly the rain falls. Night comes. Running feet echo in the hall. Kai waits. Kai sleeps. "
                   "Silence. Birds sing, and silence returns.")
