@@ -284,7 +284,8 @@ async def run(count: int, repeats: int) -> str:
         "",
         f"Command: `make bench-drain` (`python -m bench.drain --count {count} --repeats {repeats}`). Machine: "
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, broker "
-        f"{base.kafka_bootstrap}. Date: {time.strftime('%Y-%m-%d')}. Each contender is one process draining "
+        f"{base.kafka_bootstrap}, workers on {'uvloop' if base.uvloop else 'asyncio'}'s event loop (`TOWER_UVLOOP`). "
+        f"Date: {time.strftime('%Y-%m-%d')}. Each contender is one process draining "
         f"{count} inputs produced at once (after a warm-up input and the round trips below), timed from the first "
         "of them being produced to the last being handled; the planner's input is a 4-shot scene, so it produces 4 "
         f"events per input. {repeats} rounds, each measuring every contender once; figures are the medians, "
