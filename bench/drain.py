@@ -4,10 +4,11 @@ a bare aiokafka consume -> produce forwarder process on the same broker in the s
 Each stage runs as its own worker process (as in production) on a topic filled with N events;
 after a warm-up event has gone through (the worker is up and has its partitions), the N events
 are produced at once and the clock runs until the stage has handled them all (its outputs for
-the planner and refiner, its projected rows for the learner). The yardstick consumes N messages
-and, for each, produces one and awaits the broker's acknowledgement before the next, which is
-the delivery guarantee the stages keep (an output is acknowledged before its input is).
-Run with ``make bench-drain``.
+the planner and refiner, its projected rows for the learner). The yardsticks, bare aiokafka and
+Faust forwarder processes (:mod:`bench.forwarder`, :mod:`bench.faust_forwarder`), are measured
+the same way: each consumes N messages and, for each, produces one and awaits the broker's
+acknowledgement before the next, the delivery guarantee the stages keep (an output is
+acknowledged before its input is). Run with ``make bench-drain``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ DESCRIPTION = "Kai runs through the city at night"
 
 async def raw_rate(bootstrap: str, count: int) -> float:
     """Messages per second of consume -> produce (awaiting each ack) over a pre-filled topic."""
-    source, sink = f"bench-drain-in-{uuid.uuid4().hex[:6]}", f"bench-drain-out-{uuid.uuid4().hex[:6]}"
+    prefix = f"bench-drain-{uuid.uuid4().hex[:6]}-"
+    source, sink = f"{prefix}in", f"{prefix}out"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(source, 12, 1), NewTopic(sink, 12, 1)])
@@ -71,8 +73,7 @@ async def raw_rate(bootstrap: str, count: int) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
-        await delete_topics(bootstrap, source)
-        await delete_topics(bootstrap, sink)
+        await delete_topics(bootstrap, prefix)
 
 
 HOPS = 60  # inputs sent one at a time for the unloaded round trip
@@ -120,7 +121,8 @@ async def forwarder(bootstrap: str, partitions: int, count: int, module: str) ->
     """A yardstick stage, a bare forwarder process (:mod:`bench.forwarder`, :mod:`bench.faust_forwarder`)
     on topics with the stages' partition count, measured as :func:`stage_rate` measures a stage: its
     unloaded round trips, then the rate at which it drains ``count`` messages produced at once."""
-    source, sink = f"bench-fwd-in-{uuid.uuid4().hex[:6]}", f"bench-fwd-out-{uuid.uuid4().hex[:6]}"
+    prefix = f"bench-fwd-{uuid.uuid4().hex[:6]}-"
+    source, sink = f"{prefix}in", f"{prefix}out"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)])
@@ -152,8 +154,7 @@ async def forwarder(bootstrap: str, partitions: int, count: int, module: str) ->
         process.wait(timeout=30)
         await consumer.stop()
         await producer.stop()
-        await delete_topics(bootstrap, source)
-        await delete_topics(bootstrap, sink)
+        await delete_topics(bootstrap, prefix)
 
 
 async def count_outputs(consumer: AIOKafkaConsumer, count: int, timeout_s: float = 600) -> None:

@@ -1,18 +1,17 @@
 """Faust's own floor: a bare Faust agent that forwards each message of one topic to another and
 awaits the broker's acknowledgement, run like a Tower worker (its own process, the event loop
-``TOWER_UVLOOP`` picks, a consumer group, ``acks=all``) but with nothing of Tower's in between. ``python -m bench.faust_forwarder IN OUT
-BOOTSTRAP``; ``bench.drain`` starts and stops it."""
+``TOWER_UVLOOP`` picks, a consumer group, ``acks=all``) but with nothing of Tower's in between.
+``python -m bench.faust_forwarder IN OUT BOOTSTRAP``; ``bench.drain`` starts and stops it."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 
 import faust
-import uvloop
 
 from tower.settings import Settings
+from tower.worker import use_event_loop
 
 
 def forwarder_app(source: str, sink: str, bootstrap: str) -> faust.App:
@@ -32,6 +31,5 @@ def forwarder_app(source: str, sink: str, bootstrap: str) -> faust.App:
 
 
 if __name__ == "__main__":
-    if Settings().uvloop:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_event_loop(Settings())
     faust.Worker(forwarder_app(*sys.argv[1:4]), loglevel="WARNING", quiet=True).execute_from_commandline()

@@ -36,10 +36,7 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
     each still its own consumer group, on one event loop: the development mode of `tower worker all`.
     With ``TOWER_METRICS_PORT`` set, the process serves its Prometheus metrics (all its stages) there.
     """
-    if settings.uvloop:
-        import uvloop  # the consumer thread Faust starts gets a uvloop loop too
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_event_loop(settings)
     wait_for_kafka(settings)
     apps = [build_app(stage_class(name)(settings), settings) for name in names]
     start_metrics_server(settings)
@@ -47,6 +44,15 @@ def run_stages(names: Sequence[str], settings: Settings) -> None:
                            shutdown_timeout_s=settings.shutdown_timeout_s)
     worker.spinner = None  # a terminal spinner only garbles logs that go to files and collectors
     worker.execute_from_commandline()
+
+
+def use_event_loop(settings: Settings) -> None:
+    """Make the loops created from now on uvloop's when ``TOWER_UVLOOP`` says so (the consumer
+    thread Faust starts gets one too); asyncio's own otherwise."""
+    if settings.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 class BoundedWorker(faust.Worker):
