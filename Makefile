@@ -5,10 +5,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
-# One environment per machine, outside the checkout, so clones (and CI) reuse it.
-VENV ?= $(HOME)/.cache/tower/venv
+# One environment per machine, outside the checkout, so clones (and CI) reuse it. Every first-run
+# step goes through infra/setup (or the service scripts), which locks it and marks it complete only
+# after success: two makes at once build once, and an interrupted one is rebuilt, not reused.
+export TOWER_CACHE_DIR ?= $(HOME)/.cache/tower
+VENV ?= $(TOWER_CACHE_DIR)/venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.tower-deps
+SETUP := infra/setup
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 export TOWER_KAFKA_PORT ?= 9092
@@ -21,25 +24,15 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 # Dependencies only, not the project: the code runs from the checkout (PYTHONPATH), so every clone
 # sharing the environment (CI's included) runs its own code.
-$(STAMP): pyproject.toml
-	@test -x $(PY) || "$(PYTHON)" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
-	  { echo "tower: Python 3.11 not found (PYTHON=$(PYTHON)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { test "$$(id -u)" = 0 && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-venv && $(PYTHON) -m venv $(VENV); }
-	@echo "tower: installing Python dependencies into $(VENV) (the first run downloads PyTorch: several minutes)"
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	  print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))' | tr -d "'")
-	@touch $(STAMP)
-
-venv: $(STAMP)  ## create or update the Python environment ($(VENV))
+venv:  ## create or update the Python environment ($(VENV))
+	@PYTHON="$(PYTHON)" $(SETUP) venv "$(VENV)"
 
 services:  ## start Kafka (KRaft) and PostgreSQL unless they are up
 	@$(KAFKACTL) start
@@ -51,21 +44,17 @@ stop:  ## stop Kafka and PostgreSQL
 
 # llama-cpp-python's OpenAI-compatible server, for the LLM planner's real-server tests (tests/llm):
 # built from source (no wheel on PyPI for it) into its own environment, once per machine.
-LLAMA_VERSION := 0.3.36
-LLAMA_VENV ?= $(HOME)/.cache/tower/llama-venv
-LLAMA_STAMP := $(LLAMA_VENV)/.tower-llama-$(LLAMA_VERSION)
+LLAMA_VENV ?= $(TOWER_CACHE_DIR)/llama-venv
+export TOWER_LLAMA_PYTHON ?= $(LLAMA_VENV)/bin/python
 
-$(LLAMA_STAMP):
-	@echo "tower: building llama-cpp-python $(LLAMA_VERSION) into $(LLAMA_VENV) (compiles llama.cpp: about 10 minutes on 2 cores, once)"
-	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(LLAMA_VENV)/bin/python -m pip install -q "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	@touch $@
-
-llama: $(LLAMA_STAMP)  ## build llama-cpp-python's server for the LLM planner's real-server tests ($(LLAMA_VENV))
+llama:  ## build llama-cpp-python's server for the LLM planner's real-server tests ($(LLAMA_VENV))
+	@PYTHON="$(PYTHON)" $(SETUP) llama "$(LLAMA_VENV)"
 
 test: venv services panel chromium llama  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI, a real llama.cpp server (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fresh:  ## the whole of make test from nothing: a clean clone, an empty cache folder, ports of its own (not CI)
+	scripts/test-fresh.sh
 
 test-unit: venv  ## the pure-logic tests only (no services)
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
@@ -89,27 +78,15 @@ demo: venv panel  ## start everything, run "Kai fights the dragon" end to end, s
 	PY=$(PY) scripts/demo.sh
 
 # DirectorPanel (panel/): a Vue 3 + Vite app built into panel/dist, which `tower api` serves at /.
-# npm ci runs when node_modules is missing or older than the lockfile; the build when a source is
-# newer than panel/dist/index.html. Debian's chromium (for tests/browser) is installed as root.
-PANEL_SOURCES := $(shell find panel/src -type f 2>/dev/null) panel/index.html panel/vite.config.js panel/package.json
+# npm ci runs when the lockfile changed, the build when a source changed (infra/setup panel).
 CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
-panel: panel/dist/index.html  ## build the DirectorPanel into panel/dist (npm ci + vite), served at / by `tower api`
+panel:  ## build the DirectorPanel into panel/dist (npm ci + vite), served at / by `tower api`
+	@$(SETUP) panel
 
 chromium:  ## Debian's Chromium for the browser tests (installed when missing, as root)
-	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }; } || \
-	  echo "tower: $(CHROMIUM) not found and not root: the browser tests will skip (apt-get install chromium)" >&2
-
-panel/node_modules/.package-lock.json: panel/package-lock.json panel/package.json
-	@command -v node >/dev/null && command -v npm >/dev/null || \
-	  { echo "tower: node and npm are needed to build the DirectorPanel (Node 20+; Debian: apt-get install nodejs npm)" >&2; exit 1; }
-	cd panel && npm ci --no-audit --no-fund
-	@touch $@
-
-panel/dist/index.html: panel/node_modules/.package-lock.json $(PANEL_SOURCES)
-	cd panel && npm run build
-	@touch $@
+	@$(SETUP) chromium
 
 up: venv services panel  ## start the workers and the API in the background; prints the DirectorPanel's URL
 	PY=$(PY) scripts/up.sh
@@ -135,9 +112,7 @@ bench-resume: venv services  ## restart-to-first-message of a killed / stopped w
 	$(PY) -m bench.resume
 
 bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce -> docs/BENCHMARKS.md
-	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }; }; } || \
-	  { echo "tower: wrk not found; install it (apt-get install wrk) or run make as root" >&2; exit 1; }
+	@command -v wrk >/dev/null || $(SETUP) apt wrk
 	$(PY) -m bench.api
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md

@@ -48,7 +48,8 @@ from comfy.workflow import TEXT_ENCODERS, WorkflowTemplate
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.integration]
 
-VENV = Path(os.environ.get("TOWER_COMFY_VENV", Path.home() / ".cache" / "tower" / "comfyui-venv"))
+CACHE_DIR = Path(os.environ.get("TOWER_CACHE_DIR", Path.home() / ".cache" / "tower"))
+VENV = Path(os.environ.get("TOWER_COMFY_VENV", CACHE_DIR / "comfyui-venv"))
 #: What a refined attempt puts into the slots (the backend's patch).
 ATTEMPT = {"prompt": "Kai faces the dragon, anime style", "negative_prompt": "blurry", "seed": 1234, "steps": 12,
            "cfg": 6.5, "sampler": "euler_ancestral", "width": 512, "height": 288, "frame_count": 9}

@@ -15,7 +15,8 @@ import pytest
 from tests.llm.model import write_constant_model
 from tower.worker import free_port
 
-LLAMA_PYTHON = Path(os.environ.get("TOWER_LLAMA_PYTHON", Path.home() / ".cache/tower/llama-venv/bin/python"))
+CACHE_DIR = Path(os.environ.get("TOWER_CACHE_DIR", Path.home() / ".cache" / "tower"))
+LLAMA_PYTHON = Path(os.environ.get("TOWER_LLAMA_PYTHON", CACHE_DIR / "llama-venv" / "bin" / "python"))
 START_TIMEOUT_S = 60
 
 
