@@ -111,9 +111,10 @@ bench-parallel: venv services  ## shots in parallel: 1 vs 2 renderer+scorer work
 bench-resume: venv services  ## restart-to-first-message of a killed / stopped worker, dynamic vs static membership -> docs/BENCHMARKS.md
 	$(PY) -m bench.resume
 
-bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce -> docs/BENCHMARKS.md
+bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce; live-stream watchers (10-1,000) vs one consumer per client -> docs/BENCHMARKS.md
 	@command -v wrk >/dev/null || $(SETUP) apt wrk
 	$(PY) -m bench.api
+	$(PY) -m bench.live
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api.backends import Backends
+from api.live_hub import LiveHub
 from api.middleware import BodyLimit, RequestMetrics
 from api.problems import install_problem_handlers, install_problem_openapi
 from api.routes import director, live, media, ops, reads
@@ -33,6 +34,8 @@ problem details.
 
 def create_app(settings: Settings) -> FastAPI:
     backends = Backends(settings)
+    live_hub = LiveHub(settings, max_scenes=settings.api_live_scenes, scene_buffer=settings.api_live_buffer,
+                       queue_size=settings.api_live_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,11 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        await live_hub.close()
         await backends.close()
 
     app = FastAPI(title="Tower", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.backends = backends
+    app.state.live_hub = live_hub
     app.state.registry = CollectorRegistry()
     install_problem_handlers(app)
     install_problem_openapi(app)

@@ -9,6 +9,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from director.learning import is_final
 from events.codec import Malformed, decode_value
@@ -192,21 +193,72 @@ async def tail_scene(
                 consumer.seek(tp, offset)
         while True:
             batches = await consumer.getmany(timeout_ms=poll_ms)
-            for tp, records in batches.items():
-                name = tp.topic[len(settings.topic_prefix):]
+            for records in batches.values():
                 for record in records:
-                    if record.key is None or scene_of_key(record.key) != scene_id:
-                        continue
-                    value = None
-                    if not name.endswith(DEAD_LETTER_SUFFIX):
-                        decoded = decode_value(BY_NAME[name].model, record.value)
-                        value = None if isinstance(decoded, Malformed) else decoded
-                    yield SceneRecord(name, tp, record.offset, header_map(record.headers), value)
+                    if (found := scene_record(settings, scene_id, record)) is not None:
+                        yield found
             caught_up = False
             if not any(batches.values()):  # nothing fetched: check against the brokers' end offsets
                 ends = await consumer.end_offsets(partitions)
                 caught_up = all([await consumer.position(tp) >= end for tp, end in ends.items()])
             yield Tick(caught_up)
+    finally:
+        await consumer.stop()
+
+
+def scene_record(settings: Settings, scene_id: str, record: ConsumerRecord) -> SceneRecord | None:
+    """``record`` as a :class:`SceneRecord` if it belongs to ``scene_id``, else ``None``."""
+    if record.key is None or scene_of_key(record.key) != scene_id:
+        return None
+    return decode_record(settings, record)
+
+
+def decode_record(settings: Settings, record: ConsumerRecord) -> SceneRecord:
+    """A record of one of :func:`topic_partitions`, decoded once (``value`` ``None`` for a dead
+    letter or a value that does not decode)."""
+    tp = TopicPartition(record.topic, record.partition)
+    name = record.topic[len(settings.topic_prefix):]
+    value = None
+    if not name.endswith(DEAD_LETTER_SUFFIX):
+        decoded = decode_value(BY_NAME[name].model, record.value)
+        value = None if isinstance(decoded, Malformed) else decoded
+    return SceneRecord(name, tp, record.offset, header_map(record.headers), value)
+
+
+async def scene_history(
+    settings: Settings, scene_id: str, *, since_ms: int, until: dict[TopicPartition, int], poll_ms: int = 200
+) -> list[SceneRecord]:
+    """The scene's messages from the first at or after ``since_ms`` up to (not including) the
+    offsets ``until``, in each partition's order: what a live tail positioned at ``until`` has not
+    seen. Joins no consumer group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, client_id="tower-history"
+    )
+    await consumer.start()
+    try:
+        partitions = [tp for tp, end in until.items() if end > 0]
+        found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        starts = {tp: found[tp].offset for tp in partitions if found.get(tp) and found[tp].offset < until[tp]}
+        if not starts:
+            return []
+        consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        history: list[SceneRecord] = []
+        remaining = set(starts)
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=poll_ms)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= until[tp]:
+                        break
+                    if (found_record := scene_record(settings, scene_id, record)) is not None:
+                        history.append(found_record)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= until[tp]:
+                    remaining.discard(tp)
+                    consumer.pause(tp)
+        return history
     finally:
         await consumer.stop()
 

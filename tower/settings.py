@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         20.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected "
         "(workers that are just starting take several seconds to join their groups)."
     )
+    api_live_scenes: int = Field(
+        256, ge=1, description="Scenes whose events the API's live tail keeps in memory for late and reconnecting "
+        "watchers (the least recently watched unwatched ones are forgotten first, then read again from Kafka).")
+    api_live_buffer: int = Field(
+        20_000, ge=100, description="Events of one unwatched scene the live tail keeps; a longer scene is "
+        "forgotten until watched again.")
+    api_live_queue: int = Field(
+        2_000, ge=10, description="Events a live-stream client may fall behind before it is told (`overflow`) "
+        "and disconnected; it reconnects with Last-Event-ID where it stopped.")
 
     uvloop: bool = Field(
         False, description="Run the worker on uvloop (libuv) rather than asyncio's own event loop. For planner, "

@@ -216,13 +216,14 @@ class ApiServer:
             self.process.wait()
 
 
-def start_api(env: dict[str, str], log_path: Path, token: str = "test-token") -> ApiServer:
-    """Start ``tower api`` with ``env`` on a free port and wait (up to 60 s) until /health answers."""
+def start_api(env: dict[str, str], log_path: Path, token: str = "test-token", cwd: Path | None = None) -> ApiServer:
+    """Start ``tower api`` with ``env`` on a free port and wait (up to 60 s) until /health answers.
+    ``cwd``: the checkout whose code runs (``python -m`` puts it first on the path)."""
     port = free_port()
     with open(log_path, "w") as output:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "tower", "api", "--port", str(port)],
-            env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT,
+            env={**env, "TOWER_API_TOKEN": token}, stdout=output, stderr=subprocess.STDOUT, cwd=cwd,
         )
     server = ApiServer(f"http://127.0.0.1:{port}", token, process, log_path)
     deadline = time.monotonic() + 60
