@@ -46,13 +46,17 @@ async def scene_events(
     scene_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=8192)] = None,
 ) -> StreamingResponse:
-    settings, backends = settings_of(request), backends_of(request)
-    requested_at = await _requested_at(backends, scene_id, settings.api_scene_wait_s)
-    if requested_at is None:
-        raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
-    since_ms = int(requested_at.timestamp() * 1000) - CLOCK_MARGIN_MS
+    settings, backends, hub = settings_of(request), backends_of(request), hub_of(request)
+    # A scene the live tail holds exists: its watchers need no database round trip (with a
+    # thousand of them arriving at once, those queue on the pool).
+    since_ms = 0
+    if hub.channel(scene_id) is None:
+        requested_at = await _requested_at(backends, scene_id, settings.api_scene_wait_s)
+        if requested_at is None:
+            raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
+        since_ms = int(requested_at.timestamp() * 1000) - CLOCK_MARGIN_MS
     try:
-        snapshot, watcher = await hub_of(request).watch(scene_id, since_ms)
+        snapshot, watcher = await hub.watch(scene_id, since_ms)
     except (ConnectionError, KafkaError, OSError, LookupError) as exc:
         raise ServiceUnavailable("Kafka", str(exc)) from exc
     return StreamingResponse(
@@ -75,16 +79,15 @@ async def _requested_at(backends, scene_id: str, wait_s: float):  # noqa: ANN001
 
 async def _stream(request: Request, scene_id: str, snapshot: list[Delivery], watcher: Watcher,
                   resume: dict[TopicPartition, int]) -> AsyncIterator[bytes]:
+    """The watcher's stream. Whatever is ready is sent as one chunk (the snapshot, or everything
+    queued since the last send): one socket write for many events is what lets a thousand late
+    joiners catch up at once."""
     hub = hub_of(request)
     cursor = _Cursor(resume)
     try:
-        yield b"retry: 2000\n\n"
-        for delivery in snapshot:
-            if frame := cursor.frame(delivery):
-                yield frame
-            if delivery.record is None:
-                return
-        while True:
+        chunk, ended = cursor.frames(snapshot)
+        yield b"retry: 2000\n\n" + chunk
+        while not ended:
             if watcher.overflowed and watcher.queue.empty():
                 yield sse_frame(sse_body("overflow", {
                     "scene_id": scene_id, "reason": f"this client fell {hub.queue_size} events behind; "
@@ -93,16 +96,17 @@ async def _stream(request: Request, scene_id: str, snapshot: list[Delivery], wat
                 return
             try:
                 async with asyncio.timeout(HEARTBEAT_S):
-                    delivery = await watcher.queue.get()
+                    ready = [await watcher.queue.get()]
             except TimeoutError:
                 if await request.is_disconnected():
                     return
                 yield b": keepalive\n\n"
                 continue
-            if frame := cursor.frame(delivery):
-                yield frame
-            if delivery.record is None:
-                return
+            while not watcher.queue.empty():
+                ready.append(watcher.queue.get_nowait())
+            chunk, ended = cursor.frames(ready)
+            if chunk:
+                yield chunk
     finally:
         hub.leave(scene_id, watcher)
 
@@ -131,6 +135,16 @@ class _Cursor:
             if offset > self.merged.get(tp, 0):
                 self.merged[tp] = offset
         return sse_frame(delivery.body, encode_cursor(self.merged))
+
+    def frames(self, deliveries: list[Delivery]) -> tuple[bytes, bool]:
+        """The frames of ``deliveries`` for this watcher up to the stream's end, and whether it ended."""
+        out = []
+        for delivery in deliveries:
+            if frame := self.frame(delivery):
+                out.append(frame)
+            if delivery.record is None:
+                return b"".join(out), True
+        return b"".join(out), False
 
     def text(self) -> str | None:
         if self.resume:
