@@ -50,7 +50,7 @@ export TOWER_LLAMA_PYTHON ?= $(LLAMA_VENV)/bin/python
 llama:  ## build llama-cpp-python's server for the LLM planner's real-server tests ($(LLAMA_VENV))
 	@PYTHON="$(PYTHON)" $(SETUP) llama "$(LLAMA_VENV)"
 
-test: venv services panel chromium llama  ## every test: unit, real Kafka + PostgreSQL, real ComfyUI, a real llama.cpp server (set up on first run)
+test: lint services panel chromium llama  ## the lint, then every test: unit, real Kafka + PostgreSQL, real ComfyUI, a real llama.cpp server (set up on first run)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fresh:  ## the whole of make test from nothing: a clean clone, an empty cache folder, ports of its own (not CI)
@@ -126,8 +126,9 @@ bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine), and shots
 bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
 	$(PY) -m bench.comfy_overhead
 
-lint: venv  ## ruff (pyflakes + import order)
+lint: venv  ## ruff (pyflakes + import order) and the layer contracts (.importlinter, lint-imports)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 schemas: venv  ## export the event JSON Schemas to schemas/
 	$(PY) -m tower schemas export schemas

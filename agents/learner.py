@@ -11,8 +11,8 @@ from director.escalation import credited, retry_of, review_of, rung
 from events.envelope import Envelope
 from events.models import QualityScored, RegressionDetected, ShotPlanned, ShotReviewRequested
 from events.topics import TOPICS
+from foundation.settings import Settings
 from store.projections import BestAttempt, Origin, apply_dead_letter, apply_event, apply_score, regression_alert
-from tower.settings import Settings
 
 
 class Learner(DatabaseStage):

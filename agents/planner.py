@@ -11,8 +11,8 @@ from director.planner import plan_scene
 from events.envelope import Envelope
 from events.models import SceneRequested, ShotPlanned
 from events.topics import SCENE_REQUESTED
+from foundation.settings import Settings
 from store.projections import Origin
-from tower.settings import Settings
 
 
 class Planner(Stage):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from agents.stage import DatabaseStage
+from director.learning import learning_parameters
 from director.modifiers import MODIFIERS
 from director.refiner import POLICIES, pattern_context, refine
 from events.envelope import Envelope
 from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
+from foundation.settings import Settings
 from render.backends import workflow_name
 from store.projections import Origin
 from store.queries import character_sheets_for, decide_once, decision_posteriors
-from tower.settings import Settings
 
 
 class Refiner(DatabaseStage):
@@ -33,7 +34,7 @@ class Refiner(DatabaseStage):
         missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
         # Two independent reads on two pooled connections: one round trip's wait, not two.
         posteriors, sheets = await asyncio.gather(
-            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time, learning=self.settings.learning),
+            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time, learning=learning_parameters(self.settings)),
             character_sheets_for(self.pool, missing),
         )
         refined = refine(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from agents.stage import Stage
+if TYPE_CHECKING:  # the stages themselves are imported on demand
+    from agents.stage import Stage
 
 STAGE_PATHS: dict[str, str] = {
     "planner": "agents.planner:Planner",

@@ -10,9 +10,9 @@ from agents.stage import Stage
 from events.envelope import Envelope
 from events.models import PromptRefined, RenderProgress
 from events.topics import PROMPT_REFINED
+from foundation.settings import Settings
 from render.backends import RenderBackend, backend_for, render, render_in_flight
 from store.projections import Origin
-from tower.settings import Settings
 
 log = logging.getLogger("tower.agents.renderer")
 

@@ -7,7 +7,7 @@ original key, value and headers plus ``dlq_*`` headers saying where it came from
 failure that says a service is unreachable (:func:`is_outage`) is retried until it is back instead.
 Outputs are awaited until the broker has them before the input is acknowledged, so an input's
 offset is never committed ahead of its outputs. Each outcome is counted in the process's
-Prometheus metrics (:mod:`tower.metrics`).
+Prometheus metrics (:mod:`foundation.metrics`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from events.codec import EventCodec, Malformed
 from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
 from events.models import QualityScored
 from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
+from foundation.kafka import read_topic
+from foundation.metrics import StageMetrics
+from foundation.settings import Settings
 from store.projections import Origin
-from tower.kafka import read_topic
-from tower.metrics import StageMetrics
-from tower.settings import Settings
 
 log = logging.getLogger("tower.agents")
 MAX_BACKOFF_S = 10.0

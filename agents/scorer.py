@@ -9,10 +9,10 @@ from agents.stage import Stage
 from events.envelope import Envelope
 from events.models import FrameRendered, QualityScored
 from events.topics import FRAME_RENDERED
+from foundation.settings import Settings
 from render.media import verified
 from scoring import SCORER_VERSION, CompositeWeights, Scorer, ScorerConfig, ShotInput, ShotScore
 from store.projections import Origin
-from tower.settings import Settings
 
 
 def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:

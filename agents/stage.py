@@ -9,9 +9,9 @@ import asyncpg
 
 from events.envelope import Envelope
 from events.topics import TopicSpec
+from foundation.settings import Settings
 from store.pool import open_pool
 from store.projections import Origin
-from tower.settings import Settings
 
 
 class Stage(ABC):

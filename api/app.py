@@ -19,7 +19,7 @@ from api.live_hub import LiveHub
 from api.middleware import BodyLimit, RequestMetrics
 from api.problems import install_problem_handlers, install_problem_openapi
 from api.routes import director, live, media, ops, reads
-from tower.settings import Settings
+from foundation.settings import Settings
 
 log = logging.getLogger("tower.api")
 PANEL_DIST = Path(__file__).resolve().parents[1] / "panel" / "dist"

@@ -9,15 +9,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from api.problems import ServiceUnavailable
 from events.envelope import Envelope
-from events.topics import EVENT_TYPES
+from foundation.kafka import ensure_topics
+from foundation.publisher import Publisher
+from foundation.settings import Settings
 from store.pool import open_pool
-from tower.kafka import ensure_topics
-from tower.settings import Settings
 
 log = logging.getLogger("tower.api")
 CHECK_TIMEOUT_S = 2.0
@@ -32,7 +31,7 @@ _DATABASE_DOWN = (
 class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._producer: AIOKafkaProducer | None = None
+        self._publisher: Publisher | None = None
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
@@ -54,36 +53,25 @@ class Backends:
         except _DATABASE_DOWN as exc:
             raise ServiceUnavailable("PostgreSQL", _reason(exc)) from exc
 
-    async def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
+    async def publisher(self) -> Publisher:
+        if self._publisher is None:
             async with self._lock:
-                if self._producer is None:
-                    producer = AIOKafkaProducer(
-                        bootstrap_servers=self.settings.kafka_bootstrap, acks="all", client_id="tower-api",
-                        enable_idempotence=True, linger_ms=1, request_timeout_ms=10_000,
-                        max_request_size=self.settings.max_message_bytes,
-                    )
+                if self._publisher is None:
+                    publisher = Publisher(self.settings, client_id="tower-api", request_timeout_ms=10_000)
                     try:
                         await asyncio.wait_for(ensure_topics(self.settings, timeout_s=5), 10)
-                        await asyncio.wait_for(producer.start(), 10)
+                        await asyncio.wait_for(publisher.start(), 10)
                     except (ConnectionError, KafkaError, OSError, TimeoutError) as exc:
-                        await producer.stop()
+                        await publisher.stop()
                         raise ServiceUnavailable("Kafka", _reason(exc)) from exc
-                    self._producer = producer
-        return self._producer
+                    self._publisher = publisher
+        return self._publisher
 
     async def publish(self, envelopes: list[Envelope]) -> None:
         """Produce ``envelopes`` and wait until the broker has every one (acks=all)."""
-        producer = await self.producer()
+        publisher = await self.publisher()
         try:
-            deliveries = [
-                await producer.send(
-                    self.settings.topic(EVENT_TYPES[type(e.value)].name), e.encode_value(), key=e.key,
-                    headers=e.headers(),
-                )
-                for e in envelopes
-            ]
-            await asyncio.gather(*deliveries)
+            await publisher.publish(envelopes)
         except KafkaError as exc:
             raise ServiceUnavailable("Kafka", _reason(exc)) from exc
 
@@ -94,8 +82,8 @@ class Backends:
 
     async def _check_kafka(self) -> str:
         try:
-            producer = await self.producer()
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), CHECK_TIMEOUT_S)
+            publisher = await self.publisher()
+            await asyncio.wait_for(publisher.client.fetch_all_metadata(), CHECK_TIMEOUT_S)
             return "ok"
         except ServiceUnavailable as exc:
             return exc.detail
@@ -113,9 +101,9 @@ class Backends:
             return f"PostgreSQL is unavailable: {_reason(exc)}"
 
     async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

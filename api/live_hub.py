@@ -29,11 +29,11 @@ from functools import cached_property
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from eventlog.follow import SceneProgress, SceneRecord, decode_record, scene_history, topic_partitions
 from events.envelope import scene_of_key
 from events.topics import SCENE_REQUESTED
-from tower.follow import SceneProgress, SceneRecord, decode_record, scene_history, topic_partitions
-from tower.kafka import ensure_topics
-from tower.settings import Settings
+from foundation.kafka import ensure_topics
+from foundation.settings import Settings
 
 log = logging.getLogger("tower.api.live")
 CURSOR_VERSION = "c1"

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.problems import Problem
-from tower.settings import Settings
+from foundation.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="TOWER_API_TOKEN")
 

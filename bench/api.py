@@ -30,13 +30,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.report import percentile, write_section
+from eventlog.follow import new_scene_id, scene_envelope
 from events.models import SceneRequested
 from events.topics import SCENE_REQUESTED
+from foundation.kafka import delete_topics, ensure_topics, partitions_of
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
-from tower.follow import new_scene_id, scene_envelope
-from tower.kafka import delete_topics, ensure_topics, partitions_of
-from tower.settings import Settings
-from tower.worker import start_api
+from tower.testing import start_api
 
 INTEGRATE = "/api/director/workflow/integrate"
 PLAN = "/api/director/scene/plan"

@@ -34,12 +34,12 @@ from bench.parallel import Run
 from bench.report import write_section
 from director.planner import plan_scene
 from director.refiner import refine
+from eventlog.follow import produce, scene_envelope
 from events.envelope import Envelope, new_event_id
 from events.models import QualityScored, SceneRequested, ShotPlanned
 from events.topics import EVENT_TYPES, QUALITY_SCORED, SHOT_PLANNED
-from tower.follow import produce, scene_envelope
-from tower.kafka import delete_topics, partitions_of
-from tower.settings import Settings
+from foundation.kafka import delete_topics, partitions_of
+from foundation.settings import Settings
 
 DESCRIPTION = "Kai runs through the city at night"
 

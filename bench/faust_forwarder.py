@@ -10,7 +10,7 @@ import tempfile
 
 import faust
 
-from tower.settings import Settings
+from foundation.settings import Settings
 from tower.worker import use_event_loop
 
 

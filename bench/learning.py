@@ -49,12 +49,12 @@ from director.learning import context_parts
 from director.modifiers import MODIFIERS
 from director.planner import plan_scene
 from director.refiner import pattern_context, refine
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.models import SceneRequested, ShotPlanned
+from foundation.kafka import read_topic
+from foundation.settings import Settings
 from render import procedural, simulated
 from scoring import CompositeWeights, Scorer, ScorerConfig, ShotInput
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
-from tower.settings import Settings
 
 SIZE = 128
 SCENES = [

@@ -36,10 +36,10 @@ import httpx
 
 from bench.api import process_cpu_s
 from bench.report import write_section
+from foundation.kafka import delete_topics, ensure_topics
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
-from tower.kafka import delete_topics, ensure_topics
-from tower.settings import Settings
-from tower.worker import StageProcesses, start_api
+from tower.testing import StageProcesses, start_api
 
 REPO = Path(__file__).resolve().parents[1]
 # The last commit whose API opened one Kafka consumer per SSE client.

@@ -32,14 +32,14 @@ from agents.registry import STAGE_NAMES
 from bench.report import write_section
 from director.planner import plan_scene
 from director.refiner import refine
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.envelope import Envelope, new_event_id
 from events.models import PromptRefined, SceneRequested, ShotPlanned
 from events.topics import PROMPT_REFINED
+from foundation.kafka import delete_topics, ensure_topics, partitions_of
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import delete_topics, ensure_topics, partitions_of
-from tower.settings import Settings
-from tower.worker import StageProcesses
+from tower.testing import StageProcesses
 
 FOUR_SHOTS = "Kai runs through the city at night"
 

@@ -26,13 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.registry import STAGE_NAMES
 from bench.report import percentile, write_section
 from director.planner import plan_scene
+from eventlog.follow import follow_scene, produce, scene_envelope, topic_partitions
 from events.envelope import header_map, scene_of_key
 from events.models import SceneRequested
+from foundation.kafka import delete_topics, ensure_topics
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
-from tower.follow import follow_scene, produce, scene_envelope, topic_partitions
-from tower.kafka import delete_topics, ensure_topics
-from tower.settings import Settings
-from tower.worker import StageProcesses
+from tower.testing import StageProcesses
 
 HOPS = {  # child topic -> (stage, parent topic)
     "shot.planned": ("planner", "scene.requested"),

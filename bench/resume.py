@@ -24,13 +24,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from bench.report import write_section
+from eventlog.follow import produce, scene_envelope
 from events.envelope import scene_of_key
 from events.models import SceneRequested
+from foundation.kafka import delete_topics, ensure_topics, partitions_of
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
-from tower.follow import produce, scene_envelope
-from tower.kafka import delete_topics, ensure_topics, partitions_of
-from tower.settings import Settings
-from tower.worker import StageProcesses
+from tower.testing import StageProcesses
 
 
 async def first_output(settings: Settings, consumer: AIOKafkaConsumer, scene_id: str, timeout_s: float) -> None:

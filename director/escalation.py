@@ -106,3 +106,8 @@ def review_of(
         reason=f"all {event.max_attempts} attempts under the threshold {event.quality_threshold:.2f} "
         f"({outcome(event)}){best}",
     )
+
+
+def is_final(event: QualityScored) -> bool:
+    """Whether this attempt ends its shot (accepted, or the budget is spent)."""
+    return event.passed or event.attempt >= event.max_attempts

@@ -15,12 +15,16 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
 
-from director.escalation import credited
+from director.escalation import credited, is_final  # noqa: F401 - is_final: also imported from here
 from events.models import FeedbackSubmitted, QualityScored
+
+if TYPE_CHECKING:
+    from foundation.settings import Settings
 
 MICROS = 1_000_000
 PRIOR_MICROS = MICROS
@@ -52,10 +56,8 @@ class Posterior:
 
     @property
     def lower_bound(self) -> float:
-        """A 95% one-sided lower bound (normal approximation of the Beta), clipped to [0, 1]."""
-        a, b = self.alpha, self.beta
-        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
-        return max(0.0, min(1.0, self.mean - 1.645 * sd))
+        """:func:`lower_bound` of this posterior."""
+        return lower_bound(self.alpha, self.beta)
 
     def updated(self, reward: float, weight: int = 1) -> Posterior:
         r = reward_micros(reward)
@@ -63,6 +65,18 @@ class Posterior:
             self.alpha_micros + weight * r, self.beta_micros + weight * (MICROS - r), self.observations + 1,
             self.square_micros + weight * square_micros(r),
         )
+
+
+# The one lower bound the table, the advice, the API and the panel report: one-sided 95%.
+LOWER_BOUND_QUANTILE = 0.05
+
+
+def lower_bound(alpha: float, beta: float) -> float:
+    """The 95% lower bound of a success rate: the 5% quantile of its Beta(alpha, beta) posterior.
+
+    Exact rather than a normal approximation, which goes below 0 (and had to be clipped) for the
+    skewed posteriors of a context with few scores."""
+    return float(special.betaincinv(alpha, beta, LOWER_BOUND_QUANTILE))
 
 
 PatternKey = tuple[str, str]  # (context, modifier)
@@ -193,11 +207,6 @@ def thompson_choice(
     return Choice(ordered[winner], probability, dict(zip(ordered, draw.round(6).tolist(), strict=True)))
 
 
-def is_final(event: QualityScored) -> bool:
-    """Whether this attempt ends its shot (accepted, or the budget is spent)."""
-    return event.passed or event.attempt >= event.max_attempts
-
-
 # Below this posterior probability of being the best modifier in its context, stop using it.
 STOP_BELOW = 0.05
 
@@ -206,7 +215,7 @@ STOP_BELOW = 0.05
 class Recommendation:
     """Advice for one context: the modifier to use, with its lower bound, and the ones to drop.
 
-    ``best`` is the modifier with the highest 95% lower bound (a confident choice, not a lucky
+    ``best`` is the modifier with the highest :func:`lower_bound` (a confident choice, not a lucky
     one); ``stop`` are those whose posterior probability of being best is under
     :data:`STOP_BELOW`. ``probability_best`` is :func:`win_probability`, so the same table
     always gives the same advice.
@@ -255,6 +264,13 @@ class LearningParameters:
     max_score_precision: float = MAX_SCORE_PRECISION
 
 
+def learning_parameters(settings: Settings) -> LearningParameters:
+    """The parameters the settings give (``TOWER_LEARNING_HALF_LIFE_DAYS``,
+    ``TOWER_BORROWED_STRENGTH``, ``TOWER_MAX_SCORE_PRECISION``)."""
+    days = settings.learning_half_life_days
+    return LearningParameters(days * 86400 if days else None, settings.borrowed_strength, settings.max_score_precision)
+
+
 def context_parts(context: str) -> dict[str, str]:
     """``camera|mood|lighting|workflow`` by name (see :func:`director.refiner.pattern_context`)."""
     camera, _, rest = context.partition("|")
@@ -289,6 +305,11 @@ class Belief:
     @property
     def mean(self) -> float:
         return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def lower_bound(self) -> float:
+        """:func:`lower_bound` of this belief."""
+        return lower_bound(self.alpha, self.beta)
 
     def posterior(self) -> Posterior:
         """As a :class:`Posterior` (micro-units), for sampling."""
@@ -366,8 +387,16 @@ def table_evidence(table: PatternTable) -> dict[PatternKey, tuple[float, float, 
     }
 
 
-def advise(table: PatternTable, context: str, modifiers: Sequence[str], learning: LearningParameters) -> Recommendation:
-    """:func:`recommend` on the beliefs the refiner decides with (borrowed priors and score
-    precision over the exact table), so the advice and the decisions agree."""
+def decision_posteriors(
+    table: PatternTable, context: str, modifiers: Sequence[str], learning: LearningParameters
+) -> dict[str, Posterior]:
+    """Each modifier's posterior in ``context`` as the refiner decides with it (borrowed priors
+    and score precision over the exact table): what the advice ranks, so a table that shows
+    these shows the numbers the advice quotes."""
     known = beliefs(context, table_evidence(table), modifiers, learning)
-    return recommend(context, {name: belief.posterior() for name, belief in known.items()}, modifiers)
+    return {name: belief.posterior() for name, belief in known.items()}
+
+
+def advise(table: PatternTable, context: str, modifiers: Sequence[str], learning: LearningParameters) -> Recommendation:
+    """:func:`recommend` on :func:`decision_posteriors`, so the advice and the decisions agree."""
+    return recommend(context, decision_posteriors(table, context, modifiers, learning), modifiers)

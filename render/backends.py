@@ -11,16 +11,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from events.models import FrameRef, FrameRendered, PromptRefined, RenderProgress
+from foundation.settings import Settings
 from render import procedural, simulated
+from render.errors import RenderError
 from render.media import attempt_dir, write_frames
-from tower.settings import Settings
 
 ProgressSink = Callable[[RenderProgress], Awaitable[None]]
 """Receives progress of the attempt being rendered; must not raise."""
-
-
-class RenderError(Exception):
-    """A render that this prompt can never produce (bad workflow, validation): not retried."""
 
 
 class RenderBackend(Protocol):
@@ -120,7 +117,7 @@ def backend_for(settings: Settings, on_progress: ProgressSink | None = None) -> 
     if settings.render_backend == "simulated":
         return ProceduralBackend(on_progress, simulated_model=settings.simulated_model)
     if settings.render_backend == "comfyui":
-        # Imported here: render.comfyui imports RenderError from this module.
+        # Imported here: only a ComfyUI renderer pays for the ComfyUI client's imports.
         from render.comfyui import ComfyBackend
 
         async def relay(event: PromptRefined, progress: Any) -> None:

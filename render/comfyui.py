@@ -44,7 +44,7 @@ from comfy.progress import ProgressEvent
 from comfy.ui_format import is_ui_format, ui_to_api
 from comfy.workflow import BUILTIN_TEMPLATE, WorkflowTemplate, read_template_file, workflow_name
 from events.models import FrameRef, PromptRefined
-from render.backends import RenderError
+from render.errors import RenderError
 from render.media import attempt_dir
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from foundation.settings import mask_password
 from store.migrate import migrate
-from tower.settings import mask_password
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:

@@ -14,11 +14,11 @@ import pytest
 
 from director.planner import plan_scene
 from events.models import SceneRequested, ShotPlanned
+from foundation.kafka import delete_topics
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
 from tests.integration.harness import kafka_service, postgres_service, warm_up
-from tower.kafka import delete_topics
-from tower.settings import Settings
-from tower.worker import ApiServer, StageProcesses, start_api
+from tower.testing import ApiServer, StageProcesses, start_api
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import asyncpg
 import typer
@@ -19,11 +19,15 @@ from pydantic import ValidationError
 from typer.exceptions import TyperException
 
 from agents.registry import STAGE_NAMES
-from director.learning import Posterior
+from eventlog.follow import SceneFailed
 from events.models import SceneRequested
-from tower.follow import SceneFailed
-from tower.logs import configure_logging
-from tower.settings import Settings, get_settings, mask_password
+from foundation.logs import configure_logging
+from foundation.settings import Settings, get_settings, mask_password
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from director.learning import Posterior
 
 T = TypeVar("T")
 
@@ -287,7 +291,15 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from tower.follow import describe, end_offsets, follow_scene, new_scene_id, produce, scene_envelope, worth_showing
+    from eventlog.follow import (
+        describe,
+        end_offsets,
+        follow_scene,
+        new_scene_id,
+        produce,
+        scene_envelope,
+        worth_showing,
+    )
 
     scene_id = args.scene_id or new_scene_id()
     request = SceneRequested(
@@ -303,7 +315,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     async def run() -> int:
-        from tower.kafka import ensure_topics
+        from foundation.kafka import ensure_topics
 
         await ensure_topics(settings)
         offsets = await end_offsets(settings) if args.follow else None
@@ -411,11 +423,13 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"  shot {a['shot_number']} attempt {a['attempt']} ({a['escalation']}): {a['retry_reason']}")
     print()
     print("Pattern updates (Beta posterior after each credited score: first attempts and feedback)")
+    from director.learning import Posterior
+
     for u in report["pattern_updates"]:
         post = Posterior(u["alpha_micros"], u["beta_micros"], u["observations"])
         print(
             f"  {u['context']:<48} {u['modifier']:<18} reward {u['reward']:.3f} -> mean {post.mean:.3f} "
-            f"(lower {post.lower_bound:.3f}, n={post.observations})"
+            f"(95% lower bound {lower_bound_text(post)}, n={post.observations})"
         )
 
 
@@ -440,7 +454,7 @@ def show(found: dict[str, Any] | None, missing: str, as_json: bool, render: Call
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from tower.kafka import declared_topics, ensure_topics
+    from foundation.kafka import declared_topics, ensure_topics
 
     if args.action == "create":
         created = asyncio.run(ensure_topics(settings))
@@ -469,34 +483,58 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
+# Wider than any table the commands print: piped, a table takes the width it needs.
+PIPED_WIDTH = 1000
+
+
+def rich_console() -> "Console":
+    """Where rich tables go: the terminal, at its width; piped, as wide as a table needs, since
+    a pipe has no width and rich's default of 80 columns would cut headers to "eff…"."""
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+
+
+def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
-    from director.learning import advise
+    from director.learning import decision_posteriors, learning_parameters, recommend
     from director.modifiers import MODIFIERS
     from store.queries import pattern_table
 
     table = query(settings, pattern_table)
     contexts = sorted({context for context, _ in table if args.context is None or args.context in context})
-    console = Console()
+    console = rich_console()
     if not contexts:
         console.print("no patterns learned yet" + (f" in contexts containing {args.context!r}" if args.context else ""))
         return 0
     for context in contexts:
-        posteriors = {modifier: post for (c, modifier), post in table.items() if c == context}
-        advice = advise(table, context, list(MODIFIERS), settings.learning)
+        # The rows show the beliefs the advice ranks (borrowed priors, score precision), so the
+        # advice's lower bound is its row's; n is the context's own scores.
+        believed = decision_posteriors(table, context, list(MODIFIERS), learning_parameters(settings))
+        advice = recommend(context, believed, list(MODIFIERS))
         view = Table(title=context, title_justify="left")
-        for column in ("modifier", "mean", "95% lower", "n", "P(best)", ""):
+        for column in ("modifier", "mean", "95% lower bound", "n", "P(best)", ""):
             view.add_column(column, justify="left" if column in ("modifier", "") else "right", no_wrap=True)
-        for modifier, post in sorted(posteriors.items(), key=lambda kv: -kv[1].mean):
+        # Ranked as the advice ranks them (ties by name), so "best" heads the table.
+        learned = sorted((modifier for c, modifier in table if c == context),
+                         key=lambda m: (believed[m].lower_bound, m), reverse=True)
+        for modifier in learned:
             mark = "best" if modifier == advice.best else ("stop" if modifier in advice.stop else "")
-            view.add_row(modifier, f"{post.mean:.3f}", f"{post.lower_bound:.3f}", str(post.observations),
-                         f"{advice.probability_best.get(modifier, 0):.2f}", mark)
+            view.add_row(modifier, f"{believed[modifier].mean:.3f}", lower_bound_text(believed[modifier]),
+                         str(table[context, modifier].observations), f"{advice.probability_best.get(modifier, 0):.2f}", mark)
         console.print(view)
         stop = ", ".join(advice.stop) or "none"
-        console.print(f"  use [bold]{advice.best}[/bold] (lower bound {advice.best_lower_bound:.3f}); stop using: {stop}")
+        console.print(f"  use [bold]{advice.best}[/bold] (95% lower bound {lower_bound_text(believed[advice.best])}); "
+                      f"stop using: {stop}")
+    console.print("mean, 95% lower bound (the Beta posterior's 5% quantile): of the belief the refiner decides with, "
+                  "the context's own scores plus what related contexts lend; n: the context's own scores.")
     return 0
+
+
+def lower_bound_text(posterior: "Posterior") -> str:
+    """One formatting of a lower bound for the table and the advice, so they cannot disagree."""
+    return f"{posterior.lower_bound:.3f}"
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
@@ -507,7 +545,6 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def print_history(found: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     view = Table(title=f"session {found['session_id']}: {found['scene_count']} scene(s) since "
@@ -520,11 +557,10 @@ def print_history(found: dict[str, Any]) -> None:
         view.add_row(f"{scene['requested_at']:%Y-%m-%d %H:%M}", scene["scene_id"], scene["status"],
                      str(scene["shot_count"] or "-"), str(scene["passed_shots"]),
                      "-" if score is None else f"{score:.3f}", scene["description"][:60])
-    Console().print(view)
+    rich_console().print(view)
 
 
 def cmd_trends(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from store.queries import quality_trends, regression_alerts
@@ -537,7 +573,7 @@ def cmd_trends(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "alerts": alerts}, default=str, indent=2))
         return 0
-    console = Console()
+    console = rich_console()
     view = Table(title=f"quality per {args.bucket}" + ("" if args.by == "day" else f" and {args.by}")
                  + f", last {args.days} days", title_justify="left")
     for column in ("from", args.by if args.by != "day" else "", "attempts", "mean score", "pass rate", "failed"):
@@ -594,10 +630,10 @@ def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from api.models import IntegrateRequest
+    from eventlog.follow import new_scene_id, produce, scene_envelope
+    from foundation.kafka import ensure_topics
     from store.projections import record_batch
     from store.queries import batch_progress, scene_exists
-    from tower.follow import new_scene_id, produce, scene_envelope
-    from tower.kafka import ensure_topics
 
     try:
         lines = [(n, line) for n, line in enumerate(args.file.read_text().splitlines(), start=1) if line.strip()]
@@ -669,8 +705,8 @@ def parse_time(option: str, text: str | None) -> datetime | None:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from eventlog.replay import replay
     from store.pool import create_database
-    from tower.replay import replay
 
     since = parse_time("--since", args.since)
     group = args.group or f"{settings.group_prefix}-replay-{int(time.time())}"
@@ -728,7 +764,6 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"decisions": len(decisions), "contexts": contexts, "logged_mean": logged,
                           "estimates": rows}, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{len(decisions)} scored first attempts in {contexts} contexts; "
@@ -740,7 +775,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(e.policy, f"{e.snips:.3f} [{e.snips_interval[0]:.3f}, {e.snips_interval[1]:.3f}]",
                       f"{e.ips:.3f} [{e.ips_interval[0]:.3f}, {e.ips_interval[1]:.3f}]",
                       f"{e.effective_sample_size:.1f}", str(e.matched))
-    console = Console()
+    console = rich_console()
     console.print(table)
     console.print("eff. n: how many decisions an estimate rests on (a small one: a wide, unreliable interval); "
                   "matched: decisions where the policy agrees with the log.")
@@ -761,8 +796,8 @@ def query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from eventlog.dlq import read_letters, redrive, select
     from events.topics import BY_NAME, TOPICS
-    from tower.dlq import read_letters, redrive, select
 
     words = list(args.words)
     redriving = bool(words) and words[0] == "redrive"

@@ -30,17 +30,18 @@ from api.models import (
 )
 from api.problems import Problem
 from api.security import require_read, require_write
+from director.learning import learning_parameters
 from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
 from director.refiner import pattern_context, refine
+from eventlog.follow import new_scene_id, scene_envelope
 from events.envelope import Envelope, derive_event_id
 from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
 from events.topics import FEEDBACK_SUBMITTED
+from foundation.settings import Settings
 from render.backends import workflow_name
 from store.projections import record_batch
 from store.queries import attempt_pattern, character_sheets_for, decision_posteriors, scene_exists
-from tower.follow import new_scene_id, scene_envelope
-from tower.settings import Settings
 
 router = APIRouter(prefix="/api/director", tags=["director"])
 SOURCE = "tower/api"
@@ -101,7 +102,7 @@ async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceRespo
 
     async def decide(pool) -> tuple[dict, dict]:  # noqa: ANN001 - asyncpg.Pool
         posteriors = await decision_posteriors(
-            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC), learning=settings.learning)
+            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC), learning=learning_parameters(settings))
         missing = [name for name in shot.characters if name not in body.character_sheets]
         return posteriors, await character_sheets_for(pool, missing)
 

@@ -19,7 +19,7 @@ from api.models import (
 from api.problems import Problem
 from api.routes.director import backends_of, settings_of
 from api.security import require_read
-from director.learning import Posterior, advise
+from director.learning import Posterior, advise, learning_parameters
 from director.modifiers import MODIFIERS
 from store import queries
 
@@ -94,7 +94,7 @@ async def patterns(request: Request) -> dict[str, Any]:
     advice = []
     known = {(context, modifier): post for context, row in by_context.items() for modifier, post in row.items()}
     for context in sorted(by_context):
-        rec = advise(known, context, list(MODIFIERS), settings_of(request).learning)
+        rec = advise(known, context, list(MODIFIERS), learning_parameters(settings_of(request)))
         advice.append({"context": context, "best": rec.best, "best_lower_bound": rec.best_lower_bound,
                        "probability_best": dict(rec.probability_best), "stop": list(rec.stop)})
     return {"patterns": table, "recommendations": advice}

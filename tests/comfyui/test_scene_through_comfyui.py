@@ -6,10 +6,10 @@ import asyncpg
 import pytest
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.models import SceneRequested
 from render.media import resolve
 from tests.integration.test_pipeline import kai_shot_count
-from tower.follow import follow_scene, produce, scene_envelope
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.integration]
 

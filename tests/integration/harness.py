@@ -19,7 +19,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tower.kafka import partitions_of
+from foundation.kafka import partitions_of
 
 REPO = Path(__file__).resolve().parents[2]
 

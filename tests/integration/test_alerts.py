@@ -5,12 +5,12 @@ produced directly, as another scorer would)."""
 from __future__ import annotations
 
 from director.refiner import refine
+from eventlog.follow import produce
 from events.envelope import Envelope, new_event_id
 from events.models import QualityScored, RegressionDetected
 from events.topics import QUALITY_SCORED
+from foundation.kafka import read_topic
 from tests.integration.harness import wait_for_group
-from tower.follow import produce
-from tower.kafka import read_topic
 
 
 def scored(planned, scene_id: str, workflow: str, composite: float) -> Envelope:

@@ -23,7 +23,7 @@ from store.pool import create_database, drop_database
 from store.queries import pattern_table
 from tests.integration.harness import REPO, wait_for_group
 from tests.integration.test_pipeline import kai_shot_count
-from tower.worker import free_port, start_api
+from tower.testing import free_port, start_api
 
 KAI = {"session_id": "test", "scene_description": "Create a scene where Kai fights the dragon",
        "characters": ["Kai", "Dragon"]}

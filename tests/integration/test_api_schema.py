@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agents.registry import STAGE_NAMES
-from tower.worker import ApiServer, StageProcesses, start_api
+from tower.testing import ApiServer, StageProcesses, start_api
 
 MAX_EXAMPLES = 25  # generated cases per operation (Hypothesis stops earlier when the input space is smaller)
 REQUEST_TIMEOUT_S = 15

@@ -19,13 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.envelope import header_map
 from events.topics import TOPICS
+from foundation.kafka import ensure_topics, read_topic
+from foundation.settings import Settings
 from tests.integration.harness import REPO, warm_up
 from tests.integration.test_pipeline import kai_request
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import ensure_topics, read_topic
-from tower.settings import Settings
 
 KAFKACTL = str(REPO / "infra/kafka/kafkactl")
 

@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaProducer
 
 from agents.registry import STAGE_NAMES
 from director.planner import plan_scene
+from eventlog.follow import SceneFailed, SceneProgress, end_offsets, follow_scene, produce, scene_envelope
 from events.envelope import header_map
 from events.topics import TOPICS, dead_letter_topic
+from foundation.kafka import read_topic
 from store.queries import pattern_table
 from tests.integration.test_pipeline import kai_request, kai_shot_count
-from tower.follow import SceneFailed, SceneProgress, end_offsets, follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
 
 # The stage whose input each topic is (the learner also projects every topic).
 OWNER = {"scene.requested": "planner", "shot.planned": "refiner", "prompt.refined": "renderer",
@@ -159,7 +159,7 @@ async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blo
     original's size and hash, and the planner goes on with the next scene."""
     import hashlib
 
-    from tower.kafka import ensure_topics
+    from foundation.kafka import ensure_topics
 
     await ensure_topics(settings)
     workers.start("planner")

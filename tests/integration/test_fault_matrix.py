@@ -31,16 +31,16 @@ import asyncpg
 import pytest
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import SceneFailed, follow_scene, produce, scene_envelope
 from events.envelope import header_map
 from events.models import FrameRendered, ShotPlanned
 from events.topics import PIPELINE, TOPICS, dead_letter_topic
+from foundation.kafka import read_topic
+from foundation.settings import Settings
 from store.pool import create_database, drop_database
 from tests.integration.harness import REPO
 from tests.integration.test_pipeline import kai_request
-from tower.follow import SceneFailed, follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
-from tower.settings import Settings
-from tower.worker import StageProcesses
+from tower.testing import StageProcesses
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.kafka, pytest.mark.postgres]
 

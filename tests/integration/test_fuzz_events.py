@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, Phase
 from events.codec import Malformed, decode_value
 from events.envelope import EnvelopeError, header_map, open_envelope
 from events.topics import TOPICS, TopicSpec, dead_letter_topic
+from foundation.kafka import ensure_topics, read_topic
 from tests.integration.harness import wait_for_group
-from tower.kafka import ensure_topics, read_topic
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

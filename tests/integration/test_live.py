@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import end_offsets, scene_history
 from events.topics import PIPELINE
+from foundation.settings import Settings
 from tests.integration.test_api import KAI
-from tower.follow import end_offsets, scene_history
-from tower.settings import Settings
-from tower.worker import start_api
+from tower.testing import start_api
 
 WATCHERS = 300
 STREAM_TIMEOUT_S = 240

@@ -3,9 +3,9 @@ comes, from the built-in planner, and says which planner made it and why."""
 
 from __future__ import annotations
 
+from eventlog.follow import produce, scene_envelope
 from events.models import SceneRequested, ShotPlanned
-from tower.follow import produce, scene_envelope
-from tower.kafka import read_topic
+from foundation.kafka import read_topic
 
 
 async def test_an_unreachable_model_falls_back_and_the_events_say_so(settings, workers, tower_env):

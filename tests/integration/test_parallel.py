@@ -12,11 +12,11 @@ from collections import Counter, defaultdict
 import asyncpg
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.codec import decode_value
 from events.envelope import header_map
 from events.models import FrameRendered, RenderProgress, SceneRequested
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
+from foundation.kafka import read_topic
 
 SCENES = ("scene-par-1", "scene-par-2")
 

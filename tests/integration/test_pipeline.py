@@ -11,14 +11,14 @@ from agents.registry import STAGE_NAMES
 from director.escalation import credited, rung
 from director.learning import fold_all, is_final
 from director.planner import plan_scene
+from eventlog.follow import follow_scene, produce, scene_envelope
 from events.codec import decode_value
 from events.envelope import header_map, scene_of_key
 from events.models import QualityScored, SceneRequested, ShotReviewRequested
 from events.topics import BY_NAME, PIPELINE, TOPICS
+from foundation.kafka import read_topic
 from store.queries import pattern_table
 from tests.integration.harness import wait_for_group
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.kafka import read_topic
 
 KAI = "Create a scene where Kai fights the dragon"
 

@@ -12,13 +12,13 @@ import uuid
 import asyncpg
 
 from agents.registry import STAGE_NAMES
+from eventlog.follow import follow_scene, produce, scene_envelope
+from eventlog.replay import table_digest
 from events.envelope import Envelope, new_event_id
 from events.models import FeedbackSubmitted
 from events.topics import FEEDBACK_SUBMITTED, TOPICS
 from store.pool import create_database, drop_database
 from tests.integration.harness import REPO, wait_for_group
-from tower.follow import follow_scene, produce, scene_envelope
-from tower.replay import table_digest
 
 
 def run_tower(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

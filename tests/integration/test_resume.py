@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from eventlog.follow import produce, scene_envelope
 from events.models import SceneRequested
-from tower.follow import produce, scene_envelope
-from tower.kafka import read_topic
+from foundation.kafka import read_topic
 
 # Far longer than the test waits for the restarted worker: only a static member can make it.
 SESSION_TIMEOUT_S = 90

@@ -11,9 +11,9 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventlog.follow import scene_envelope
 from tests.integration.test_pipeline import kai_request
-from tower.follow import scene_envelope
-from tower.worker import StageProcesses, free_port
+from tower.testing import StageProcesses, free_port
 
 Samples = dict[tuple[str, frozenset], float]
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.llm.model import write_constant_model
-from tower.worker import free_port
+from tower.testing import free_port
 
 CACHE_DIR = Path(os.environ.get("TOWER_CACHE_DIR", Path.home() / ".cache" / "tower"))
 LLAMA_PYTHON = Path(os.environ.get("TOWER_LLAMA_PYTHON", CACHE_DIR / "llama-venv" / "bin" / "python"))

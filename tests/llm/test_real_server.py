@@ -8,9 +8,9 @@ import httpx
 
 from director import llm_planner
 from director.llm_planner import LlmEndpoint, LlmPlan, llm_plan, request_body
+from eventlog.follow import produce, scene_envelope
 from events.models import SceneRequested, ShotPlanned
-from tower.follow import produce, scene_envelope
-from tower.kafka import read_topic
+from foundation.kafka import read_topic
 
 REQUEST = SceneRequested(scene_id="s", session_id="s", description="Kai fights the dragon on the bridge at night",
                          characters=["Kai", "Dragon"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from foundation.settings import mask_password
 from tower.cli import main
-from tower.settings import mask_password
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -24,7 +26,7 @@ def test_bad_submit_input_is_one_line_and_exit_2(argv, says, capsys):
 
 
 def test_settings_mask_the_database_password_and_the_token(monkeypatch, capsys):
-    from tower.settings import get_settings
+    from foundation.settings import get_settings
 
     monkeypatch.setenv("TOWER_DATABASE_URL", "postgresql://tower:hunter2@db.example:5432/tower")
     monkeypatch.setenv("TOWER_API_TOKEN", "t0ken-value")
@@ -42,7 +44,7 @@ def test_settings_mask_the_database_password_and_the_token(monkeypatch, capsys):
 def test_the_readme_documents_every_setting():
     from pathlib import Path
 
-    from tower.settings import Settings
+    from foundation.settings import Settings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`TOWER_{name.upper()}`" not in readme]
@@ -81,3 +83,80 @@ def test_a_bad_line_of_a_batch_file_is_named_before_anything_is_sent(tmp_path, c
     scenes.write_text('["not", "an object"]\n')
     assert main(["submit", "--file", str(scenes)]) == 2
     assert f"{scenes}:1: not a JSON object" in capsys.readouterr().err
+
+
+CONTEXT = "close-up|tense|low-key|sdxl-anime-v2"
+NEIGHBOUR = "close-up|calm|daylight|sdxl-anime-v2"  # related: the same camera angle and workflow
+
+
+def learned_table():
+    """Steady scores (score precision above 1) in CONTEXT and a related context that lends a
+    prior: the beliefs the advice ranks differ from the context's own posteriors."""
+    from director.learning import Posterior
+
+    table = {}
+    for n in range(24):
+        for context, modifier, base in ((CONTEXT, "clean-cel", 0.80), (CONTEXT, "dynamic-action", 0.62),
+                                        (NEIGHBOUR, "clean-cel", 0.90)):
+            table[context, modifier] = table.get((context, modifier), Posterior()).updated(base + 0.02 * (n % 3))
+    return table
+
+
+def fake_reads(monkeypatch, result):
+    """The commands read ``result`` instead of the database."""
+    import tower.cli
+
+    monkeypatch.setattr(tower.cli, "query", lambda settings, read: result)
+
+
+def test_patterns_table_and_advice_show_the_same_lower_bound(monkeypatch, capsys):
+    import re
+
+    table = learned_table()
+    fake_reads(monkeypatch, table)
+    assert main(["patterns", "--context", CONTEXT]) == 0
+    out = capsys.readouterr().out
+    best_row = next(line for line in out.splitlines() if line.rstrip(" │").endswith("best"))
+    cells = [cell.strip() for cell in best_row.strip("│ ").split("│")]
+    advice = re.search(r"use (\S+) \(95% lower bound ([0-9.]+)\)", out)
+    assert advice and cells[0] == advice[1] == "clean-cel"
+    assert cells[2] == advice[2]
+    # The case the issue saw: the context's own posterior has another bound than the belief.
+    assert f"{table[CONTEXT, 'clean-cel'].lower_bound:.3f}" != advice[2]
+
+
+def logged_decisions():
+    from director.evaluation import LoggedDecision
+    from director.modifiers import MODIFIERS
+
+    return [LoggedDecision(CONTEXT, modifier, 1 / len(MODIFIERS), 0.7) for modifier in MODIFIERS] * 4
+
+
+def trend_rows():
+    return [{"bucket_start": SOME_TIME, "key": f"{CONTEXT}|painterly-detail", "attempts": 12, "mean_score": 0.71,
+             "pass_rate": 0.5, "failed": 0}], []
+
+
+def session_scenes():
+    scene = {"requested_at": SOME_TIME, "scene_id": "scene-with-a-rather-long-identifier", "status": "completed",
+             "shot_count": 3, "passed_shots": 3, "mean_best_score": 0.8, "description": "Kai fights the dragon " * 3}
+    return {"session_id": "s-1", "scene_count": 1, "created_at": SOME_TIME, "scenes": [scene]}
+
+
+SOME_TIME = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("argv", "reads"), [
+    (["patterns"], learned_table),
+    (["evaluate"], logged_decisions),
+    (["trends", "--by", "pattern"], trend_rows),
+    (["history", "s-1"], session_scenes),
+])
+def test_piped_tables_keep_their_full_headers(argv, reads, monkeypatch, capsys):
+    """Piped output has no terminal width: at rich's default of 80 columns, `tower evaluate` cut
+    "eff. n" to "eff…"."""
+    fake_reads(monkeypatch, reads())
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "┃" in out and "…" not in out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tower.kafka import Replication, declared_topics, fewer_partitions, under_replicated
-from tower.settings import Settings
+from foundation.kafka import Replication, declared_topics, fewer_partitions, under_replicated
+from foundation.settings import Settings
 
 
 @pytest.mark.parametrize(("brokers", "factor", "min_insync"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])

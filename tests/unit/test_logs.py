@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tower.logs import RepeatFilter
+from foundation.logs import RepeatFilter
 
 
 def record(msg: str, *args: object, level: int = logging.ERROR, name: str = "aiokafka") -> logging.LogRecord:

@@ -15,8 +15,8 @@ from events.codec import decode_value
 from events.envelope import Envelope, header_map
 from events.models import SceneRequested
 from events.topics import SCENE_REQUESTED
+from foundation.settings import Settings
 from store.projections import Origin
-from tower.settings import Settings
 
 
 @dataclass

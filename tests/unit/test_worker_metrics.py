@@ -16,11 +16,11 @@ from events.codec import decode_value
 from events.envelope import Envelope
 from events.models import SceneRequested
 from events.topics import SCENE_REQUESTED
+from foundation.metrics import start_metrics_server
+from foundation.settings import Settings
 from store.projections import Origin
 from tests.unit.test_learning import scored
 from tests.unit.test_runtime import Flaky, Unreachable, good_message
-from tower.metrics import start_metrics_server
-from tower.settings import Settings
 
 TOPIC = "t1.scene.requested"
 

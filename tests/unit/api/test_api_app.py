@@ -13,7 +13,7 @@ from api.app import create_app
 from api.routes.live import decode_cursor, encode_cursor
 from api.routes.media import media_file
 from api.security import check_bind
-from tower.settings import Settings
+from foundation.settings import Settings
 
 SEED_BODY = {"session_id": "test", "scene_description": "test scene"}
 # Nothing listens here: any request that reached Kafka or PostgreSQL would fail with 503.

@@ -15,7 +15,7 @@ from director.planner import plan_scene
 from events.envelope import Envelope, new_event_id
 from events.models import SceneRequested, ShotPlanned
 from events.topics import SCENE_REQUESTED, SHOT_PLANNED, dead_letter_topic
-from tower.settings import Settings
+from foundation.settings import Settings
 
 SETTINGS = Settings(topic_prefix="t.")
 REQUEST = SceneRequested(scene_id="scene-a", session_id="s", description="Kai fights the dragon",

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from aiokafka.structs import ConsumerRecord
 
 from events.topics import DEAD_LETTER_PARTITIONS, DEAD_LETTER_RETENTION_MS, SIDE_TOPICS, TOPICS, dead_letter_topic
-from tower.settings import Settings
+from foundation.settings import Settings
 
 log = logging.getLogger("tower.kafka")
 

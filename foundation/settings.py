@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from director.learning import LearningParameters
 
 
 class Settings(BaseSettings):
@@ -217,15 +214,6 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
-
-    @property
-    def learning(self) -> LearningParameters:
-        # Imported here: the learning module loads numpy and scipy, which every `tower` command
-        # (even --help) would otherwise pay for at start-up.
-        from director.learning import LearningParameters
-
-        half_life_s = self.learning_half_life_days * 86400 if self.learning_half_life_days else None
-        return LearningParameters(half_life_s, self.borrowed_strength, self.max_score_precision)
 
     def group_instance_id(self, stage: str) -> str | None:
         """The stage's static group membership id (``TOWER_WORKER_ID``), ``None`` for dynamic."""

@@ -26,10 +26,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from events.codec import Malformed, decode_value
 from events.envelope import EnvelopeError, open_envelope
 from events.topics import FEEDBACK_SUBMITTED, QUALITY_SCORED, TopicSpec
+from foundation.kafka import partitions_of
+from foundation.settings import Settings
 from store.pool import open_pool
 from store.projections import Origin, apply_event
-from tower.kafka import partitions_of
-from tower.settings import Settings
 
 LEARNING_TOPICS: tuple[TopicSpec, ...] = (QUALITY_SCORED, FEEDBACK_SUBMITTED)
 # Claimed as the learner's: see the module docstring.

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from events.envelope import header_map, scene_of_key
 from events.topics import dead_letter_topic
-from tower.kafka import read_topic
-from tower.settings import Settings
+from foundation.kafka import read_topic
+from foundation.publisher import Publisher
+from foundation.settings import Settings
 
 REDRIVEN_HEADER = "tower_redriven_from"
 
@@ -63,10 +63,7 @@ async def redrive(settings: Settings, letters: list[Letter]) -> list[tuple[Lette
     (``dlq_*`` removed, ``tower_redriven_from`` added), and clear the scene failures they caused.
     Returns each letter with what happened to it."""
     outcomes: list[tuple[Letter, str]] = []
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                client_id="tower-dlq", max_request_size=settings.max_message_bytes)
-    await producer.start()
-    try:
+    async with Publisher(settings, client_id="tower-dlq") as publisher:
         for letter in letters:
             if (why := letter.why_not_redrivable) is not None:
                 outcomes.append((letter, f"skipped: {why}"))
@@ -74,10 +71,8 @@ async def redrive(settings: Settings, letters: list[Letter]) -> list[tuple[Lette
             record = letter.record
             headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_") and k != REDRIVEN_HEADER]
             headers.append((REDRIVEN_HEADER, f"{record.topic}@{record.offset}".encode()))
-            sent = await producer.send_and_wait(letter.origin[0], record.value, key=record.key, headers=headers)
+            sent = await publisher.publish_raw(letter.origin[0], record.value, key=record.key, headers=headers)
             outcomes.append((letter, f"redriven to {sent.topic}[{sent.partition}]@{sent.offset}"))
-    finally:
-        await producer.stop()
     redriven = [letter for letter, outcome in outcomes if outcome.startswith("redriven")]
     if redriven:
         # An upsert: the learner may not have recorded the failure yet, and must not record it

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from tower.settings import Settings
+from foundation.settings import Settings
 
 log = logging.getLogger("tower.metrics")
 

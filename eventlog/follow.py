@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from director.learning import is_final
+from director.escalation import is_final
 from events.codec import Malformed, decode_value
 from events.envelope import Envelope, header_map, new_event_id, scene_of_key
 from events.models import (
@@ -26,14 +26,14 @@ from events.models import (
 from events.topics import (
     BY_NAME,
     DEAD_LETTER_SUFFIX,
-    EVENT_TYPES,
     SCENE_REQUESTED,
     SIDE_TOPICS,
     TOPICS,
     dead_letter_topic,
 )
-from tower.kafka import partitions_of
-from tower.settings import Settings
+from foundation.kafka import partitions_of
+from foundation.publisher import Publisher
+from foundation.settings import Settings
 
 
 def new_scene_id() -> str:
@@ -52,16 +52,8 @@ def scene_envelope(request: SceneRequested, source: str = "tower/cli") -> Envelo
 
 
 async def produce(settings: Settings, envelopes: list[Envelope]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="tower-cli")
-    await producer.start()
-    try:
-        for envelope in envelopes:
-            spec = EVENT_TYPES[type(envelope.value)]
-            await producer.send_and_wait(
-                settings.topic(spec.name), envelope.encode_value(), key=envelope.key, headers=envelope.headers()
-            )
-    finally:
-        await producer.stop()
+    async with Publisher(settings, client_id="tower-cli") as publisher:
+        await publisher.publish(envelopes)
 
 
 @dataclass
