@@ -31,9 +31,10 @@ from agents.window import OrderedWindow
 from events.codec import EventCodec, Malformed
 from events.envelope import Envelope, EnvelopeError, header_map, open_envelope
 from events.models import QualityScored
-from events.topics import EVENT_TYPES, TopicSpec, dead_letter_topic
+from events.topics import TopicSpec, dead_letter_topic
 from foundation.kafka import read_topic
 from foundation.metrics import StageMetrics
+from foundation.publisher import Publisher
 from foundation.settings import Settings
 from store.projections import Origin
 
@@ -111,9 +112,10 @@ class StageRunner:
         self.stage = stage
         self.settings = settings
         self.app = app
-        self._outputs: dict[str, faust.TopicT] = {}
+        self._publisher: Publisher | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._publisher_lock = asyncio.Lock()
         self.metrics = StageMetrics(stage.name, settings.app_id(stage.name))
         # Per dead-letter topic, what this stage has dead-lettered: (topic, partition, offset).
         self._letters: dict[str, set[tuple[str, int, int]]] = {}
@@ -130,11 +132,24 @@ class StageRunner:
         if self._started:
             await self.stage.stop()
             self._started = False
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
 
-    def _topic(self, name: str) -> faust.TopicT:
-        if name not in self._outputs:
-            self._outputs[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
-        return self._outputs[name]
+    async def publisher(self) -> Publisher:
+        """The worker's publisher, started on first use; a start that fails (the broker is down)
+        raises, to be retried like any outage, and leaves nothing behind."""
+        if self._publisher is None:
+            async with self._publisher_lock:
+                if self._publisher is None:
+                    publisher = Publisher(self.settings, client_id=self.settings.app_id(self.stage.name))
+                    try:
+                        await publisher.start()
+                    except BaseException:
+                        await publisher.stop()
+                        raise
+                    self._publisher = publisher
+        return self._publisher
 
     def subscribe(self, spec: TopicSpec) -> None:
         channel = self.app.topic(
@@ -265,23 +280,12 @@ class StageRunner:
                 delay = min(max(delay, 0.05) * 2, MAX_BACKOFF_S)
 
     async def publish(self, envelope: Envelope) -> None:
-        """Send a side event now; delivery is not awaited (best effort)."""
-        spec = EVENT_TYPES[type(envelope.value)]
-        topic = self._topic(self.settings.topic(spec.name))
-        await topic.send(key=envelope.key, value=envelope.encode_value(), headers=envelope.headers(), force=True)
+        """Send a side event now; delivery is not awaited (best effort: a failure is logged)."""
+        delivery = await (await self.publisher()).enqueue(envelope)
+        delivery.add_done_callback(_log_lost_side_event)
 
     async def produce(self, outputs: list[Envelope]) -> None:
-        pending = []
-        for envelope in outputs:
-            spec = EVENT_TYPES[type(envelope.value)]
-            topic = self._topic(self.settings.topic(spec.name))
-            pending.append(
-                await topic.send(
-                    key=envelope.key, value=envelope.encode_value(), headers=envelope.headers(), force=True
-                )
-            )
-        for delivery in pending:
-            await delivery
+        await (await self.publisher()).publish(outputs)
         for envelope in outputs:
             if isinstance(envelope.value, QualityScored) and envelope.value.status == "ok":
                 self.metrics.scored(envelope.value.composite)
@@ -296,7 +300,6 @@ class StageRunner:
         can never hold its partition forever.
         """
         dlq = dead_letter_topic(origin.topic)
-        topic = self._topic(dlq)
         raw = bytes(message.value) if isinstance(message.value, bytes | bytearray) else b""
         headers = dead_letter_headers(message.headers, origin, error_class, reason)
         raw, headers = fit_dead_letter(raw, headers, message.key, self.settings.max_message_bytes)
@@ -308,8 +311,7 @@ class StageRunner:
                 if letter in await self._dead_lettered(dlq):
                     log.info("already dead-lettered (a replay)", extra=_where(self.stage.name, origin))
                     return
-                delivery = await topic.send(key=message.key, value=raw, headers=headers, force=True)
-                await delivery
+                await (await self.publisher()).publish_raw(dlq, raw, key=message.key, headers=headers)
                 self._letters[dlq].add(letter)
                 break
             except asyncio.CancelledError:
@@ -418,3 +420,8 @@ def _describe(exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
     return f"{exc}{where}"
+
+
+def _log_lost_side_event(delivery: asyncio.Future) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("a side event was not delivered: %s", delivery.exception())

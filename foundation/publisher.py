@@ -1,12 +1,10 @@
-"""The one way Tower writes to Kafka outside a Faust worker: the API, the CLI and dead-letter
-redrive use :class:`Publisher`.
+"""The one way Tower writes to Kafka: the workers (``agents/runtime.py``: outputs, side events,
+dead letters), the API, the CLI and dead-letter redrive all use :class:`Publisher`.
 
-Every such producer is configured the same (:func:`producer_settings`): idempotent (a retried
-send is not written twice), ``acks=all`` (a send is done once every in-sync replica has it), the
-broker's message size limit (``TOWER_MAX_MESSAGE_BYTES``), and each envelope's CloudEvents
-attributes as headers. The Faust workers still send through Faust's own producer
-(``agents/runtime.py``: acks=all and the same size limit, not idempotent; consumers deduplicate by
-event id).
+Every producer is configured the same (:func:`producer_settings`): idempotent (a retried send is
+not written twice), ``acks=all`` (a send is done once every in-sync replica has it), the broker's
+message size limit (``TOWER_MAX_MESSAGE_BYTES``), and each envelope's CloudEvents attributes as
+headers.
 """
 
 from __future__ import annotations
@@ -61,13 +59,15 @@ class Publisher:
     def topic_of(self, envelope: Envelope) -> str:
         return self.settings.topic(EVENT_TYPES[type(envelope.value)].name)
 
+    async def enqueue(self, envelope: Envelope) -> asyncio.Future[RecordMetadata]:
+        """Queue ``envelope`` for sending; the future resolves once the broker has it."""
+        return await self._producer.send(self.topic_of(envelope), envelope.encode_value(), key=envelope.key,
+                                         headers=envelope.headers())
+
     async def publish(self, envelopes: Sequence[Envelope]) -> list[RecordMetadata]:
         """Send ``envelopes`` in order (one key's envelopes stay in order in their partition) and
         wait until the broker has every one."""
-        deliveries = [
-            await self._producer.send(self.topic_of(e), e.encode_value(), key=e.key, headers=e.headers())
-            for e in envelopes
-        ]
+        deliveries = [await self.enqueue(e) for e in envelopes]
         return list(await asyncio.gather(*deliveries))
 
     async def publish_raw(self, topic: str, value: bytes | None, *, key: bytes | None,

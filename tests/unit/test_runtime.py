@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,26 +168,23 @@ def test_an_oversize_dead_letter_is_truncated_with_its_size_and_hash():
 
 
 class RefusingTopic:
-    """A dead-letter topic whose broker refuses what it is sent ``refusals`` times."""
+    """A publisher whose broker refuses what it is sent ``refusals`` times."""
 
     def __init__(self, error: Exception, refusals: int) -> None:
         self.error, self.refusals, self.sent = error, refusals, []
 
-    async def send(self, *, key, value, headers, force):  # noqa: ANN001, ANN201
+    async def publish_raw(self, topic, value, *, key, headers):  # noqa: ANN001, ANN201
         if self.refusals > 0:
             self.refusals -= 1
             raise self.error
         self.sent.append((key, value, headers))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
 
 
 def refusing_runner(topic: RefusingTopic) -> StageRunner:
     stage = Flaky(failures=0)
     stage.settings = Settings(handler_backoff_s=0.0, handler_retries=2)
     runner = StageRunner(stage, stage.settings, faust.App("test-dlq", web_enabled=False))
-    runner._topic = lambda name: topic  # noqa: SLF001 - the broker is the part under test
+    runner._publisher = topic  # noqa: SLF001 - the broker is the part under test
     runner._letters = {"t.dlq": set()}  # noqa: SLF001 - nothing dead-lettered before
     return runner
 
