@@ -24,7 +24,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-fresh test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ export CHROMIUM
 
 panel:  ## build the DirectorPanel into panel/dist (npm ci + vite), served at / by `tower api`
 	@$(SETUP) panel
+
+screenshots: venv services panel chromium  ## refresh the README's panel pictures (docs/panel-*.png) from the browser tests
+	TOWER_SCREENSHOT_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/browser $(PYTEST_ARGS)
 
 chromium:  ## Debian's Chromium for the browser tests (installed when missing, as root)
 	@$(SETUP) chromium

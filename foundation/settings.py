@@ -178,8 +178,9 @@ class Settings(BaseSettings):
         None, description="Built DirectorPanel served at / by the API; unset: panel/dist of this checkout."
     )
     api_scene_wait_s: float = Field(
-        20.0, ge=0, description="How long the live event stream waits for a just-submitted scene to be projected "
-        "(workers that are just starting take several seconds to join their groups)."
+        20.0, ge=0, description="How long the live event stream, and at most a scene or session read with ?wait=, "
+        "waits for a just-submitted scene to be projected (workers that are just starting take several seconds to "
+        "join their groups)."
     )
     api_live_scenes: int = Field(
         256, ge=1, description="Scenes whose events the API's live tail keeps in memory for late and reconnecting "

@@ -3,7 +3,10 @@ the pattern table with recommendations, and quality trends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -27,6 +30,12 @@ router = APIRouter(prefix="/api/director", tags=["reads"], dependencies=[Depends
 # No NUL: PostgreSQL text cannot hold one, and no id contains one.
 Id = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
 NOT_FOUND = {404: {"description": "Unknown id"}}
+# A client that has just submitted a scene asks to wait rather than retry on 404s, which browsers
+# log as console errors; the wait is bounded by TOWER_API_SCENE_WAIT_S, like the live stream's.
+Wait = Annotated[float, Query(ge=0, le=60, description=(
+    "Seconds to wait for a just-submitted scene to be projected before answering 404 "
+    "(at most TOWER_API_SCENE_WAIT_S); the answer comes as soon as it is there."))]
+PROJECTION_POLL_S = 0.1
 
 
 @router.get("/sessions", response_model=SessionList, summary="Creative sessions, newest first")
@@ -38,15 +47,15 @@ async def list_sessions(request: Request, limit: Annotated[int, Query(ge=1, le=5
 
 @router.get("/sessions/{session_id}", response_model=SessionHistory, responses=NOT_FOUND,
             summary="A session's history: its scenes with their state")
-async def session_history(session_id: Id, request: Request) -> dict[str, Any]:
-    return found(await backends_of(request).query(lambda pool: queries.session_history(pool, session_id)),
+async def session_history(session_id: Id, request: Request, wait: Wait = 0) -> dict[str, Any]:
+    return found(await projected(request, lambda pool: queries.session_history(pool, session_id), wait),
                  f"no session {session_id!r}")
 
 
 @router.get("/scenes/{scene_id}", response_model=SceneDetail, responses=NOT_FOUND,
             summary="A scene: plan, attempts, scores, retry reasons, frames, accepted attempts, feedback")
-async def scene(scene_id: Id, request: Request) -> dict[str, Any]:
-    detail = found(await backends_of(request).query(lambda pool: queries.scene_detail(pool, scene_id)),
+async def scene(scene_id: Id, request: Request, wait: Wait = 0) -> dict[str, Any]:
+    detail = found(await projected(request, lambda pool: queries.scene_detail(pool, scene_id), wait),
                    f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
     shots = detail["shots"]
     for shot in shots:
@@ -112,6 +121,15 @@ async def trends(request: Request, by: Literal["day", "pattern", "workflow"] = "
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+async def projected(request: Request, read: Callable[[Any], Awaitable[Any]], wait_s: float) -> Any:
+    """What ``read`` finds; while it finds nothing, read again until ``wait_s`` (at most
+    TOWER_API_SCENE_WAIT_S) has passed: the learner projects a submitted scene a moment later."""
+    deadline = time.monotonic() + min(wait_s, settings_of(request).api_scene_wait_s)
+    while (value := await backends_of(request).query(read)) is None and time.monotonic() < deadline:
+        await asyncio.sleep(PROJECTION_POLL_S)
+    return value
 
 
 def found(value: Any, missing: str) -> Any:

@@ -42,13 +42,19 @@ export async function api(path, { method = 'GET', body, token = savedToken() } =
   return data
 }
 
+// Seconds a read of a just-submitted scene or its session waits, on the server, for the learner to
+// project it (the API bounds it by TOWER_API_SCENE_WAIT_S): retrying on 404 instead would log each
+// 404 as a console error.
+export const PROJECTION_WAIT_S = 20
+const waiting = (path, wait) => (wait ? `${path}?wait=${wait}` : path)
+
 export const endpoints = {
   integrate: '/api/director/workflow/integrate',
   feedback: '/api/director/feedback/submit',
   patterns: '/api/director/patterns',
   trends: (by) => `/api/director/trends?by=${encodeURIComponent(by)}&days=30`,
   sessions: '/api/director/sessions?limit=50',
-  session: (id) => `/api/director/sessions/${encodeURIComponent(id)}`,
-  scene: (id) => `/api/director/scenes/${encodeURIComponent(id)}`,
+  session: (id, { wait = 0 } = {}) => waiting(`/api/director/sessions/${encodeURIComponent(id)}`, wait),
+  scene: (id, { wait = 0 } = {}) => waiting(`/api/director/scenes/${encodeURIComponent(id)}`, wait),
   events: (id) => `/api/director/scenes/${encodeURIComponent(id)}/events`,
 }

@@ -12,7 +12,7 @@ import time
 from playwright.async_api import expect
 
 from agents.registry import STAGE_NAMES
-from tests.browser.conftest import AXE, DOCS
+from tests.browser.conftest import AXE, SCREENSHOTS
 from tests.integration.test_pipeline import kai_shot_count
 
 KAI = "Create a scene where Kai fights the dragon"
@@ -76,7 +76,7 @@ async def pattern_row(api_server, context: str, modifier: str) -> dict | None:  
     return next((r for r in rows if r["context"] == context and r["modifier"] == modifier), None)
 
 
-async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers, new_page):
+async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers, new_page, tmp_path):
     started = time.monotonic()
     workers.start(*STAGE_NAMES)
     page = await new_page(1280, 800)
@@ -85,6 +85,8 @@ async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers
 
     # Live: one card per planned shot, each moving through the stages to a final verdict with scores.
     await wait_scene_complete(page, workers)
+    # The new session and scene were read while the learner projected them: no 404 in the console.
+    assert not page.errors, page.errors
     states = await page.evaluate("window.__shotStates")
     progress = await page.evaluate("window.__progress")
     assert sorted(states, key=int) == [str(n) for n in range(1, SHOTS + 1)], states
@@ -164,9 +166,10 @@ async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers
     assert not [v for v in violations if v["impact"] == "critical"], violations
     assert not [v for v in violations if v["impact"] == "serious"], violations
 
-    DOCS.mkdir(exist_ok=True)
+    shots = SCREENSHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     await page.evaluate("window.scrollTo(0, 0)")
-    await page.screenshot(path=str(DOCS / "panel-desktop.png"), full_page=True)
+    await page.screenshot(path=str(shots / "panel-desktop.png"), full_page=True)
 
     # Reloaded (the scene is in the URL), the panel reads the finished scene back from the API.
     await page.reload()
@@ -177,7 +180,7 @@ async def test_panel_runs_the_seed_scene_and_learns_a_rating(api_server, workers
     assert time.monotonic() - started < 90, f"took {time.monotonic() - started:.0f}s"
 
 
-async def test_panel_at_phone_width(api_server, workers, new_page):
+async def test_panel_at_phone_width(api_server, workers, new_page, tmp_path):
     workers.start(*STAGE_NAMES)
     page = await new_page(390, 844, is_mobile=True, has_touch=True, device_scale_factor=2)
     await open_panel(page, api_server, "browser-phone")
@@ -218,9 +221,10 @@ async def test_panel_at_phone_width(api_server, workers, new_page):
     assert not [v for v in violations if v["impact"] in {"critical", "serious"}], violations
 
     # The top of the page: the form, the scene's progress and the first shot card.
-    DOCS.mkdir(exist_ok=True)
+    shots = SCREENSHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     await page.evaluate("window.scrollTo(0, 0)")
     top = await page.locator('article.shot[data-shot="1"] .attempts').bounding_box()
-    await page.screenshot(path=str(DOCS / "panel-phone.png"), full_page=True,
+    await page.screenshot(path=str(shots / "panel-phone.png"), full_page=True,
                           clip={"x": 0, "y": 0, "width": 390, "height": top["y"] + 40})
     assert not page.errors, page.errors

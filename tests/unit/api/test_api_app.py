@@ -3,6 +3,7 @@ and problem details, the bearer token, body limits, media paths, SSE cursors, CO
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,47 @@ def test_openapi_lists_the_seed_endpoints():
 
 
 
+def test_openapi_shows_the_seed_clients_bodies_as_examples():
+    paths = client().get("/openapi.json").json()["paths"]
+
+    def examples(path: str) -> list[dict]:
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        return [example["value"] for example in body["examples"].values()]
+
+    feedback = examples("/api/director/feedback/submit")
+    assert {"session_id": "test", "quality_scores": {"ssim": 0.85, "consistency": 0.90}} in feedback
+    assert any("scene_id" in e and "shot_number" not in e for e in feedback), "a scene-level example"
+    assert any("shot_number" in e for e in feedback), "today's shot-level example"
+    enhance = examples("/api/director/prompt/enhance")
+    assert {"session_id": "test", "prompt": "Kai fights the dragon"} in enhance
+    assert any("scene_description" in e for e in enhance)
+
+
+@pytest.mark.parametrize(("path", "body", "says"), [
+    ("/api/director/feedback/submit", {"quality_scores": {"ssim": 0.85}}, "scene_id, or session_id"),
+    ("/api/director/feedback/submit", {"session_id": "s", "attempt": 2, "rating": 3}, "attempt needs shot_number"),
+    ("/api/director/feedback/submit", {"session_id": "s"}, "give a rating"),
+    ("/api/director/prompt/enhance", {"session_id": "s"}, "scene_description (or as prompt"),
+    ("/api/director/prompt/enhance", {"session_id": "s", "prompt": " "}, "body.prompt"),
+])
+def test_seed_shaped_bodies_that_name_nothing_are_422_saying_what_to_send(path, body, says):
+    response = client().post(path, json=body)
+    assert response.status_code == 422 and says in response.json()["detail"], response.text
+
+
+def test_seed_shaped_bodies_are_valid_and_scene_description_wins_over_prompt():
+    from api.models import EnhanceRequest, FeedbackRequest
+
+    seed = FeedbackRequest.model_validate({"session_id": "s", "quality_scores": {"ssim": 0.85, "consistency": 0.90}})
+    assert seed.scope == "scene" and seed.scene_id is None
+    assert FeedbackRequest.model_validate({"scene_id": "scene-1", "shot_number": 1, "rating": 2}).scope == "shot"
+    assert EnhanceRequest.model_validate({"session_id": "s", "prompt": "Kai fights"}).scene_description == "Kai fights"
+    both = EnhanceRequest.model_validate({"session_id": "s", "prompt": "Kai fights", "scene_description": "Mika naps"})
+    assert both.scene_description == "Mika naps"
+    # Past validation, the seed's bodies reach the database (here: nothing listens, so 503).
+    assert client().post("/api/director/prompt/enhance", json={"session_id": "s", "prompt": "Kai"}).status_code == 503
+
+
 def test_protected_reads_take_the_token_as_a_query_parameter_for_browsers():
     app = client(api_token="s3cret", api_protect_reads=True, media_dir=Path("/nonexistent"))
     assert app.get("/media/a/b.png?access_token=nope").status_code == 403
@@ -213,3 +255,36 @@ def test_scene_plan_honours_a_target_length_and_reports_what_it_found():
     assert abs(sum(s["duration"] for s in plan["shot_list"]) - 12) <= 0.5
     assert "Mika" in plan["detected_characters"] and plan["notes"]
     assert client().post("/api/director/scene/plan", json={**body, "target_duration_s": 0.5}).status_code == 422
+
+
+class ProjectedAfter:
+    """Backends whose reads find ``value`` from the ``reads``-th on: a scene the learner projects
+    while the API waits."""
+
+    def __init__(self, reads: int, value: object) -> None:
+        self.found_from, self.value, self.reads = reads, value, 0
+
+    async def query(self, read):  # noqa: ANN001, ANN201 - the read is not run: there is no database
+        self.reads += 1
+        return self.value if self.reads >= self.found_from else None
+
+
+def test_a_read_asked_to_wait_answers_once_the_session_is_projected():
+    app = create_app(Settings(**NOWHERE, api_scene_wait_s=5))
+    session = {"session_id": "s1", "created_at": "2025-01-02T03:00:00Z", "scene_count": 0, "scenes": []}
+    app.state.backends = ProjectedAfter(3, session)
+    waited = TestClient(app).get("/api/director/sessions/s1", params={"wait": 5})
+    assert waited.status_code == 200 and waited.json()["session_id"] == "s1" and app.state.backends.reads == 3
+
+    app.state.backends = ProjectedAfter(3, session)
+    assert TestClient(app).get("/api/director/sessions/s1").status_code == 404  # no wait asked: one read
+    assert app.state.backends.reads == 1
+
+
+def test_the_wait_is_bounded_by_the_scene_wait_setting():
+    app = create_app(Settings(**NOWHERE, api_scene_wait_s=0.3))
+    app.state.backends = ProjectedAfter(1, None)  # never projected
+    started = time.monotonic()
+    missing = TestClient(app, raise_server_exceptions=False).get("/api/director/scenes/nope", params={"wait": 60})
+    assert missing.status_code == 404 and 0.3 <= time.monotonic() - started < 3
+    assert client().get("/api/director/scenes/nope", params={"wait": 61}).status_code == 422
