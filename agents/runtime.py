@@ -43,7 +43,9 @@ MAX_BACKOFF_S = 10.0
 
 
 # Errors that say a service (database, broker, render server, disk) is unavailable, not that the
-# message is bad. Missing files are about the message's data, so they are not among them.
+# message is bad. Missing files are about the message's data, and a permission refused is local
+# configuration that waiting does not fix: neither is an outage, so they fail (retried, then
+# dead-lettered with the reason) instead of holding the partition forever.
 _OUTAGES = (
     ConnectionError, TimeoutError, OSError,
     asyncpg.InterfaceError,  # includes a connection closed mid-query
@@ -51,7 +53,7 @@ _OUTAGES = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     KafkaConnectionError, KafkaTimeoutError,
 )
-_NOT_OUTAGES = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_NOT_OUTAGES = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def is_outage(exc: BaseException) -> bool:

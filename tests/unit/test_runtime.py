@@ -137,6 +137,8 @@ def test_outages_are_told_apart_from_bad_messages():
     wrapped.__cause__ = asyncpg.exceptions.ConnectionDoesNotExistError()
     assert is_outage(wrapped)
     assert not is_outage(FileNotFoundError("frame gone")) and not is_outage(ValueError("bad"))
+    # A media folder the worker may not write to is configuration, not an outage to wait out.
+    assert not is_outage(PermissionError(13, "Permission denied", "media/scene-1"))
 
 
 def test_dead_letter_headers_are_kept_byte_for_byte_repeats_and_all():

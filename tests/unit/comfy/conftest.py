@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,6 +15,16 @@ from tests.unit.comfy.fake_server import FakeComfy
 #: Short waits so the fallback paths (polling, retries) run in milliseconds.
 FAST_JOB = JobConfig(socket_wait=1.0, silence_poll=0.05, max_poll=0.2, done_signal_wait=0.05, submit_checks=(0.02, 0.05))
 FAST_CLIENT = ClientConfig(connect=0.5, request=2.0, submit=0.5, view=2.0, socket_open=1.0, socket_ping=5.0)
+
+
+async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (the client's clean-ups run in the background), failing
+    with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

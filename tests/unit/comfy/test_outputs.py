@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 import cv2
@@ -17,7 +16,7 @@ from director.refiner import refine
 from render.backends import RenderError
 from render.comfyui import ComfyBackend, store_outputs
 from render.media import attempt_dir, resolve
-from tests.unit.comfy.conftest import FAST_CLIENT, FAST_JOB
+from tests.unit.comfy.conftest import FAST_CLIENT, FAST_JOB, eventually
 from tests.unit.comfy.fake_server import FakeComfy, png_bytes
 
 
@@ -98,8 +97,8 @@ async def test_backend_renders_into_the_media_store(tmp_path, refined):
     assert submitted["1"]["inputs"]["batch_size"] == refined.shot.frame_count
     assert (submitted["1"]["inputs"]["width"], submitted["1"]["inputs"]["height"]) == (64, 48)
     assert submitted["2"]["inputs"]["seed"] == refined.prompt.seed
-    await asyncio.sleep(0.1)  # the delete runs in the background
-    assert fake.deleted_history == fake.submissions  # history removed after collecting
+    # History is removed after collecting, in the background.
+    await eventually(lambda: fake.deleted_history == fake.submissions, "the history's removal")
     assert seen[-1] == (1, "finished")
     assert backend.workflow.startswith("comfyui-modelfree-")
     await backend.aclose()
