@@ -106,7 +106,8 @@ def fake_reads(monkeypatch, result):
     """The commands read ``result`` instead of the database."""
     import tower.cli
 
-    monkeypatch.setattr(tower.cli, "query", lambda settings, read: result)
+    for group in (tower.cli.scenes, tower.cli.learning, tower.cli.services):
+        monkeypatch.setattr(group, "query", lambda settings, read: result)
 
 
 def test_patterns_table_and_advice_show_the_same_lower_bound(monkeypatch, capsys):
