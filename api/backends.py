@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ from store.pool import open_pool
 
 log = logging.getLogger("tower.api")
 CHECK_TIMEOUT_S = 2.0
+PROJECTION_POLL_S = 0.1
 T = TypeVar("T")
 # What a query raises when the database, not the query, is the problem.
 _DATABASE_DOWN = (
@@ -52,6 +54,14 @@ class Backends:
             return await read(pool)
         except _DATABASE_DOWN as exc:
             raise ServiceUnavailable("PostgreSQL", _reason(exc)) from exc
+
+    async def query_until_found(self, read: Callable[[asyncpg.Pool], Awaitable[T | None]], wait_s: float) -> T | None:
+        """:meth:`query` again every :data:`PROJECTION_POLL_S` while it finds nothing, for up to
+        ``wait_s``: the learner projects what was just submitted a moment later."""
+        deadline = time.monotonic() + wait_s
+        while (value := await self.query(read)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(PROJECTION_POLL_S)
+        return value
 
     async def publisher(self) -> Publisher:
         if self._publisher is None:

@@ -11,7 +11,6 @@ of the scene written by then sent), ``failed`` (an event of the scene was dead-l
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -51,7 +50,9 @@ async def scene_events(
     # thousand of them arriving at once, those queue on the pool).
     since_ms = 0
     if hub.channel(scene_id) is None:
-        requested_at = await _requested_at(backends, scene_id, settings.api_scene_wait_s)
+        requested_at = await backends.query_until_found(
+            lambda pool: pool.fetchval("SELECT requested_at FROM scenes WHERE scene_id = $1", scene_id),
+            settings.api_scene_wait_s)
         if requested_at is None:
             raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
         since_ms = int(requested_at.timestamp() * 1000) - CLOCK_MARGIN_MS
@@ -63,18 +64,6 @@ async def scene_events(
         _stream(request, scene_id, snapshot, watcher, decode_cursor(last_event_id)), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-async def _requested_at(backends, scene_id: str, wait_s: float):  # noqa: ANN001, ANN202
-    """When the scene was requested; waits briefly for a scene submitted a moment ago."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = await backends.query(
-            lambda pool: pool.fetchval("SELECT requested_at FROM scenes WHERE scene_id = $1", scene_id)
-        )
-        if found is not None or time.monotonic() >= deadline:
-            return found
-        await asyncio.sleep(0.1)
 
 
 async def _stream(request: Request, scene_id: str, snapshot: list[Delivery], watcher: Watcher,

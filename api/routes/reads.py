@@ -3,9 +3,7 @@ the pattern table with recommendations, and quality trends."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -35,7 +33,6 @@ NOT_FOUND = {404: {"description": "Unknown id"}}
 Wait = Annotated[float, Query(ge=0, le=60, description=(
     "Seconds to wait for a just-submitted scene to be projected before answering 404 "
     "(at most TOWER_API_SCENE_WAIT_S); the answer comes as soon as it is there."))]
-PROJECTION_POLL_S = 0.1
 
 
 @router.get("/sessions", response_model=SessionList, summary="Creative sessions, newest first")
@@ -124,12 +121,8 @@ def _json(value: Any) -> Any:
 
 
 async def projected(request: Request, read: Callable[[Any], Awaitable[Any]], wait_s: float) -> Any:
-    """What ``read`` finds; while it finds nothing, read again until ``wait_s`` (at most
-    TOWER_API_SCENE_WAIT_S) has passed: the learner projects a submitted scene a moment later."""
-    deadline = time.monotonic() + min(wait_s, settings_of(request).api_scene_wait_s)
-    while (value := await backends_of(request).query(read)) is None and time.monotonic() < deadline:
-        await asyncio.sleep(PROJECTION_POLL_S)
-    return value
+    """What ``read`` finds, waiting up to ``wait_s`` (at most TOWER_API_SCENE_WAIT_S) for it."""
+    return await backends_of(request).query_until_found(read, min(wait_s, settings_of(request).api_scene_wait_s))
 
 
 def found(value: Any, missing: str) -> Any:

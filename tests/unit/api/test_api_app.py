@@ -10,6 +10,7 @@ from aiokafka import TopicPartition
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.backends import Backends
 from api.routes.live import decode_cursor, encode_cursor
 from api.routes.media import media_file
 from api.security import check_bind
@@ -256,11 +257,12 @@ def test_scene_plan_honours_a_target_length_and_reports_what_it_found():
     assert client().post("/api/director/scene/plan", json={**body, "target_duration_s": 0.5}).status_code == 422
 
 
-class ProjectedAfter:
+class ProjectedAfter(Backends):
     """Backends whose reads find ``value`` from the ``reads``-th on: a scene the learner projects
-    while the API waits."""
+    while the API waits (the waiting itself is the real one, :meth:`Backends.query_until_found`)."""
 
     def __init__(self, reads: int, value: object) -> None:
+        super().__init__(Settings(**NOWHERE))
         self.found_from, self.value, self.reads = reads, value, 0
 
     async def query(self, read):  # noqa: ANN001, ANN201 - the read is not run: there is no database
