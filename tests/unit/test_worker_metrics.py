@@ -39,15 +39,24 @@ class Message:
         return (self.topic, self.partition)
 
 
-class FakeTopic:
+class FakePublisher:
+    """What the runner uses of :class:`foundation.publisher.Publisher`, with no broker: it keeps what is sent."""
+
     def __init__(self, sent: list) -> None:
         self.sent = sent
 
-    async def send(self, **kwargs: Any) -> asyncio.Future:
-        self.sent.append(kwargs)
+    async def publish(self, envelopes: list[Envelope]) -> list:
+        self.sent.extend(envelopes)
+        return []
+
+    async def enqueue(self, envelope: Envelope) -> asyncio.Future:
+        self.sent.append(envelope)
         delivered = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
+
+    async def publish_raw(self, topic: str, value: bytes | None, *, key: bytes | None, headers: list) -> None:
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
 
 
 class FakeConsumer:
@@ -59,14 +68,12 @@ class FakeConsumer:
 
 
 class FakeApp:
-    """What the runner uses of a Faust app: output topics and the consumer's high watermarks."""
+    """What the runner uses of a Faust app: the consumer's high watermarks (and, here, a list of
+    what the runner's publisher sent)."""
 
     def __init__(self) -> None:
         self.sent: list = []
         self.consumer = FakeConsumer()
-
-    def topic(self, name: str, **_: Any) -> FakeTopic:
-        return FakeTopic(self.sent)
 
 
 @dataclass
@@ -86,6 +93,7 @@ def runner_for(stage: Stage) -> tuple[StageRunner, FakeApp]:
     stage.name = f"{stage.name}-{uuid.uuid4().hex[:6]}"  # a fresh label set per test: the registry is global
     app = FakeApp()
     runner = StageRunner(stage, stage.settings, app)  # type: ignore[arg-type]
+    runner._publisher = FakePublisher(app.sent)  # noqa: SLF001 - no broker here
     runner._letters = {f"{TOPIC}.dlq": set()}  # noqa: SLF001 - nothing dead-lettered before; no broker here
     return runner, app
 
