@@ -56,10 +56,15 @@ class PlanResponse(BaseModel):
 
 class EnhanceRequest(_Body):
     """A shot to write the generation prompt for: a scene description and which of its planned
-    shots (optionally overriding the planned camera, mood, lighting or characters)."""
+    shots (optionally overriding the planned camera, mood, lighting or characters). The seed's
+    client sends the text as ``prompt``: ``{"session_id": "s", "prompt": "Kai fights the dragon"}``."""
 
     session_id: SessionId
-    scene_description: Description
+    scene_description: Description | None = Field(
+        None, description="What happens in the scene. Required unless `prompt` gives it.")
+    prompt: Description | None = Field(
+        None, description="The text to enhance, as the seed's client names it: used as the scene description when "
+        "`scene_description` is absent (`scene_description` wins when both are given).")
     shot_number: Annotated[int, Field(ge=1, le=64)] = 1
     characters: Characters = Field(default_factory=list)
     style: Style = "anime"
@@ -69,6 +74,13 @@ class EnhanceRequest(_Body):
     attempt: Annotated[int, Field(ge=1, le=10)] = Field(1, description="Which attempt at the shot (seeds the choice).")
     character_sheets: CharacterSheets = Field(
         default_factory=dict, description="Designs of characters (else the remembered or default ones).")
+
+    @model_validator(mode="after")
+    def _describes_the_scene(self) -> EnhanceRequest:
+        self.scene_description = self.scene_description or self.prompt
+        if self.scene_description is None:
+            raise ValueError("give the text to enhance as scene_description (or as prompt, as the seed's client does)")
+        return self
 
 
 class EnhanceResponse(BaseModel):
@@ -104,14 +116,24 @@ class IntegrateResponse(BaseModel):
 
 
 class FeedbackRequest(_Body):
-    """Scores from outside Tower for an attempt (the seed's ``quality_scores``), and/or a person's rating."""
+    """Scores from outside Tower (the seed's ``quality_scores``) and/or a person's rating, of one
+    attempt of a shot or, without ``shot_number``, of a whole scene. Scene feedback applies to the
+    scene's accepted shots (each shot whose best scored attempt passed), which share its weight: it
+    counts as one judgement, however many shots the scene has. The seed's client sends
+    ``{"session_id": "...", "quality_scores": {"ssim": 0.85, "consistency": 0.90}}``: the session's
+    latest scene."""
 
-    scene_id: SceneId
-    shot_number: Annotated[int, Field(ge=1, le=64)]
-    attempt: Annotated[int, Field(ge=1, le=10)] | None = Field(
-        None, description="Default: the shot's best scored attempt (else its latest)."
+    scene_id: SceneId | None = Field(None, description="Default: the latest scene of `session_id`.")
+    shot_number: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="Default: the whole scene, i.e. each of its accepted shots, sharing the feedback's weight."
     )
-    session_id: SessionId | None = Field(None, description="Checked against the scene's session when given.")
+    attempt: Annotated[int, Field(ge=1, le=10)] | None = Field(
+        None, description="Default: the shot's best scored attempt (else its latest). Only with `shot_number`."
+    )
+    session_id: SessionId | None = Field(
+        None, description="Checked against the scene's session when both are given; alone, it names the session "
+        "whose latest scene is judged."
+    )
     quality_scores: ExternalScores | None = None
     rating: Annotated[int, Field(ge=1, le=5)] | None = Field(None, description="A person's rating, 1 (bad) to 5.")
     comment: Annotated[str, Field(max_length=2000)] | None = None
@@ -123,17 +145,39 @@ class FeedbackRequest(_Body):
     def _judges_something(self) -> FeedbackRequest:
         if self.rating is None and (self.quality_scores is None or not self.quality_scores.present()):
             raise ValueError("give a rating (1-5) or at least one of quality_scores.ssim, optical_flow, consistency")
+        if self.scene_id is None and self.session_id is None:
+            raise ValueError("name what is judged: scene_id, or session_id for the session's latest scene")
+        if self.attempt is not None and self.shot_number is None:
+            raise ValueError("attempt needs shot_number; leave both out to judge the scene's accepted shots")
         return self
 
+    @property
+    def scope(self) -> Literal["shot", "scene"]:
+        return "scene" if self.shot_number is None else "shot"
 
-class FeedbackResponse(BaseModel):
-    status: Literal["accepted"] = "accepted"
-    feedback_id: str
-    scene_id: str
+
+class FeedbackShot(BaseModel):
     shot_number: int
     attempt: int
     context: str
     modifier: str
+    weights: dict[str, float] = Field(
+        description="The learning weight of this shot's evidence per source (human, external): the source's weight, "
+        "divided by the number of shots for scene feedback.")
+
+
+class FeedbackResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    scope: Literal["shot", "scene"] = Field(
+        "shot", description="shot: one attempt was judged; scene: the scene as a whole, spread over `shots`.")
+    feedback_id: str
+    scene_id: str
+    session_id: str
+    shot_number: int | None = Field(None, description="The judged shot (shot scope only; see `shots`).")
+    attempt: int | None = Field(None, description="The judged attempt (shot scope only).")
+    context: str | None = Field(None, description="Its pattern context (shot scope only).")
+    modifier: str | None = Field(None, description="Its modifier (shot scope only).")
+    shots: list[FeedbackShot] = Field(default_factory=list, description="Each shot the feedback applies to.")
     events: list[dict[str, str]] = Field(description="Each event produced: its id and source (human / external).")
 
 

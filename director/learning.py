@@ -59,12 +59,10 @@ class Posterior:
         """:func:`lower_bound` of this posterior."""
         return lower_bound(self.alpha, self.beta)
 
-    def updated(self, reward: float, weight: int = 1) -> Posterior:
-        r = reward_micros(reward)
-        return Posterior(
-            self.alpha_micros + weight * r, self.beta_micros + weight * (MICROS - r), self.observations + 1,
-            self.square_micros + weight * square_micros(r),
-        )
+    def updated(self, reward: float, weight: float = 1) -> Posterior:
+        alpha, beta, square = increments(reward, weight)
+        return Posterior(self.alpha_micros + alpha, self.beta_micros + beta, self.observations + 1,
+                         self.square_micros + square)
 
 
 # The one lower bound the table, the advice, the API and the panel report: one-sided 95%.
@@ -94,6 +92,17 @@ def square_micros(reward_in_micros: int) -> int:
     return reward_in_micros * reward_in_micros // MICROS
 
 
+def increments(reward: float, weight: float) -> tuple[int, int, int]:
+    """What one piece of evidence adds to a pattern's alpha, beta and sum of squares, in micro-units.
+
+    Each is rounded to an integer from the event alone, so the sums do not depend on the order
+    they are added in (a replay rebuilds the table exactly) even for a fractional weight (scene
+    feedback spread over its shots); a whole weight gives exactly ``weight * micro-units``. The
+    learner's SQL (:mod:`store.projections`) adds these same integers."""
+    r = reward_micros(reward)
+    return round(weight * r), round(weight * (MICROS - r)), round(weight * square_micros(r))
+
+
 # A human rating counts as this many automatic scores.
 HUMAN_RATING_WEIGHT = 2
 SOURCE_WEIGHTS = {"auto": 1, "human": HUMAN_RATING_WEIGHT, "external": 1}
@@ -101,19 +110,25 @@ SOURCE_WEIGHTS = {"auto": 1, "human": HUMAN_RATING_WEIGHT, "external": 1}
 
 @dataclass(frozen=True)
 class Evidence:
-    """What one event teaches: a reward in [0, 1] for (context, modifier), from a source."""
+    """What one event teaches: a reward in [0, 1] for (context, modifier), from a source.
+
+    ``scene_shots`` is set for feedback on a whole scene, spread over that many accepted shots:
+    one judgement, so its shots share the source's weight rather than each counting it in full."""
 
     context: str
     modifier: str
     reward: float
     source: str
+    scene_shots: int | None = None
 
     @property
     def key(self) -> PatternKey:
         return self.context, self.modifier
 
     @property
-    def weight(self) -> int:
+    def weight(self) -> float:
+        if self.scene_shots:
+            return SOURCE_WEIGHTS[self.source] / self.scene_shots
         return SOURCE_WEIGHTS[self.source]
 
 
@@ -132,7 +147,7 @@ def evidence_of(event: QualityScored | FeedbackSubmitted) -> Evidence | None:
         else:
             present = event.scores.present()
             reward = sum(present.values()) / len(present)
-        return Evidence(event.context, event.modifier, reward, event.source)
+        return Evidence(event.context, event.modifier, reward, event.source, event.scene_shots)
     if event.status != "ok" or not credited(event):
         return None
     return Evidence(event.prompt.context, event.prompt.modifier, event.composite, "auto")

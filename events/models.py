@@ -299,7 +299,8 @@ class FeedbackSubmitted(_Event):
     ``source`` is ``human`` (a 1-5 rating, optionally with a comment) or ``external`` (scores
     another system measured). The attempt's pattern ``context`` and ``modifier`` are copied from
     the projections when the feedback is accepted, so the event alone is enough to learn from
-    (and to replay).
+    (and to replay). Feedback on a whole scene becomes one event per accepted shot, each saying
+    over how many shots it was spread (``scene_shots``), so together they weigh as one judgement.
     """
 
     feedback_id: Annotated[str, Field(min_length=1, max_length=128)]
@@ -311,6 +312,9 @@ class FeedbackSubmitted(_Event):
     scores: ExternalScores = Field(default_factory=ExternalScores)
     context: Annotated[str, Field(min_length=1, max_length=1000)]
     modifier: Annotated[str, Field(min_length=1, max_length=200)]
+    scene_shots: Annotated[int, Field(ge=1, le=MAX_SHOTS)] | None = Field(
+        None, description="Set when the feedback was given for the scene as a whole and spread over this many "
+        "accepted shots (one event each): each counts 1/scene_shots of its source weight. Unset: this shot's own.")
 
     @model_validator(mode="after")
     def _judges_something(self) -> FeedbackSubmitted:

@@ -16,14 +16,12 @@ import asyncpg
 from director.alerts import BASELINE_SAMPLES, checkpoint, regression
 from director.escalation import credited
 from director.learning import (
-    MICROS,
     Evidence,
     Posterior,
     context_parts,
     evidence_of,
+    increments,
     is_final,
-    reward_micros,
-    square_micros,
 )
 from events.envelope import Envelope, scene_of_key
 from events.models import (
@@ -218,13 +216,13 @@ def _learn_ctes(gate: str, **number: int) -> str:
     )
 
 
-def _learn_values(evidence: Evidence) -> tuple[str, str, int, int, int, int, float, int, str]:
+def _learn_values(evidence: Evidence) -> tuple[str, str, int, int, int, int, float, float, str]:
     """context, modifier, prior, alpha, beta, square, reward, weight, source: the values
-    :func:`_learn_ctes` adds, in micro-units (integers, so sums do not depend on order)."""
-    reward = reward_micros(evidence.reward)
-    weight = evidence.weight
-    return (evidence.context, evidence.modifier, Posterior().alpha_micros, weight * reward, weight * (MICROS - reward),
-            weight * square_micros(reward), evidence.reward, weight, evidence.source)
+    :func:`_learn_ctes` adds, in micro-units (integers, so sums do not depend on order): the same
+    :func:`~director.learning.increments` as the Python fold, so both give the same table."""
+    alpha, beta, square = increments(evidence.reward, evidence.weight)
+    return (evidence.context, evidence.modifier, Posterior().alpha_micros, alpha, beta, square, evidence.reward,
+            evidence.weight, evidence.source)
 
 
 # One statement, so one round trip and one commit (a statement is atomic on its own). The score

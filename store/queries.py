@@ -302,6 +302,31 @@ async def attempt_pattern(
     )
 
 
+async def judged_scene(
+    conn: asyncpg.Connection | asyncpg.Pool, *, scene_id: str | None, session_id: str | None
+) -> asyncpg.Record | None:
+    """The scene feedback is about (``scene_id`` and ``session_id``): ``scene_id``, in
+    ``session_id`` when both are given, else the session's latest scene; ``None`` if there is none."""
+    if scene_id is not None:
+        return await conn.fetchrow("SELECT scene_id, session_id FROM scenes WHERE scene_id = $1"
+                                   " AND ($2::text IS NULL OR session_id = $2)", scene_id, session_id)
+    return await conn.fetchrow("SELECT scene_id, session_id FROM scenes WHERE session_id = $1"
+                               " ORDER BY requested_at DESC, scene_id DESC LIMIT 1", session_id)
+
+
+async def accepted_shots(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> list[asyncpg.Record]:
+    """The scene's accepted shots, those whose best scored attempt passed, each with that attempt
+    and its pattern context and modifier (what feedback on the whole scene applies to)."""
+    # The best attempt as scene_detail has it: the highest composite, the earliest on a tie.
+    return await conn.fetch(
+        "SELECT shot_number, attempt, context, modifier FROM (SELECT DISTINCT ON (shot_number) shot_number, attempt,"
+        "   context, modifier, passed FROM scores WHERE scene_id = $1 AND status = 'ok'"
+        "   ORDER BY shot_number, composite DESC, attempt) best"
+        " WHERE passed ORDER BY shot_number",
+        scene_id,
+    )
+
+
 async def pattern_rows(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
     """Every pattern with how much of its evidence came from each source."""
     return await conn.fetch(

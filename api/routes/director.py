@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import ValidationError
 
 from api.backends import Backends
@@ -22,6 +23,7 @@ from api.models import (
     EnhanceResponse,
     FeedbackRequest,
     FeedbackResponse,
+    FeedbackShot,
     IntegrateRequest,
     IntegrateResponse,
     Links,
@@ -30,7 +32,7 @@ from api.models import (
 )
 from api.problems import Problem
 from api.security import require_read, require_write
-from director.learning import learning_parameters
+from director.learning import evidence_of, learning_parameters
 from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
 from director.refiner import pattern_context, refine
@@ -41,7 +43,14 @@ from events.topics import FEEDBACK_SUBMITTED
 from foundation.settings import Settings
 from render.backends import workflow_name
 from store.projections import record_batch
-from store.queries import attempt_pattern, character_sheets_for, decision_posteriors, scene_exists
+from store.queries import (
+    accepted_shots,
+    attempt_pattern,
+    character_sheets_for,
+    decision_posteriors,
+    judged_scene,
+    scene_exists,
+)
 
 router = APIRouter(prefix="/api/director", tags=["director"])
 SOURCE = "tower/api"
@@ -80,9 +89,25 @@ async def scene_plan(body: PlanRequest, request: Request) -> PlanResponse:
                         detected_characters=list(plan.detected_characters))
 
 
+ENHANCE_EXAMPLES = {
+    "seed": {
+        "summary": "The seed's client: the text to enhance as `prompt`",
+        "description": "The text is planned as a scene; the answer is the prompt of its first shot.",
+        "value": {"session_id": "test", "prompt": "Kai fights the dragon"},
+    },
+    "shot": {
+        "summary": "A planned shot of a scene, with overrides",
+        "value": {"session_id": "test", "scene_description": "Create a scene where Kai fights the dragon",
+                  "characters": ["Kai", "Dragon"], "shot_number": 2, "mood": "tense"},
+    },
+}
+
+
 @router.post("/prompt/enhance", response_model=EnhanceResponse, dependencies=[Depends(require_read)],
              summary="The refined prompt for one planned shot, from the current pattern table (no events)")
-async def prompt_enhance(body: EnhanceRequest, request: Request) -> EnhanceResponse:
+async def prompt_enhance(
+    body: Annotated[EnhanceRequest, Body(openapi_examples=ENHANCE_EXAMPLES)], request: Request
+) -> EnhanceResponse:
     settings = settings_of(request)
     plan = plan_for(body, settings)
     if body.shot_number > len(plan.shots):
@@ -142,45 +167,156 @@ async def workflow_integrate(body: IntegrateRequest, request: Request, response:
     return IntegrateResponse(session_id=scene.session_id, scene_id=scene.scene_id, event_id=envelope.id, links=links)
 
 
+# The bodies the seed's client sends, and the fuller ones: shown in /docs and the OpenAPI document.
+FEEDBACK_EXAMPLES = {
+    "seed": {
+        "summary": "The seed's client: scores for its session's latest scene",
+        "description": "Applies to the scene's accepted shots (each shot whose best attempt passed), which share "
+                       "the feedback's weight: one judgement of the scene.",
+        "value": {"session_id": "test", "quality_scores": {"ssim": 0.85, "consistency": 0.90}},
+    },
+    "scene": {
+        "summary": "A rating of a named scene as a whole",
+        "value": {"session_id": "test", "scene_id": "scene-3f2a9c1e7b4d", "rating": 4, "comment": "good pacing"},
+    },
+    "shot": {
+        "summary": "A rating of one shot (its best scored attempt unless `attempt` says which)",
+        "value": {"scene_id": "scene-3f2a9c1e7b4d", "shot_number": 1, "rating": 2,
+                  "comment": "the dragon is off-model"},
+    },
+}
+
+
 @router.post("/feedback/submit", status_code=202, response_model=FeedbackResponse,
              dependencies=[Depends(require_write)],
-             summary="Scores or a human rating of an attempt, for the learner (produces feedback.submitted)",
-             responses={404: {"description": "No such scene, shot or attempt"},
-                        409: {"description": "The attempt has no refined prompt yet"}})
-async def feedback_submit(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+             summary="Scores or a human rating of an attempt or a whole scene, for the learner "
+                     "(produces feedback.submitted)",
+             responses={404: {"description": "No such scene, session, shot or attempt"},
+                        409: {"description": "The attempt has no refined prompt yet, or the scene no accepted shot"}})
+async def feedback_submit(
+    body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)], request: Request
+) -> FeedbackResponse:
     backends = backends_of(request)
-    row = await backends.query(lambda pool: attempt_pattern(pool, body.scene_id, body.shot_number, body.attempt))
-    if row is None or (body.session_id is not None and row["session_id"] != body.session_id):
+    if body.scope == "scene":
+        return await _scene_feedback(body, backends)
+    return await _shot_feedback(body, body.shot_number, backends)
+
+
+async def _shot_feedback(body: FeedbackRequest, shot_number: int, backends: Backends) -> FeedbackResponse:
+    """Feedback on one attempt: the shot's best scored one unless ``attempt`` names it."""
+
+    async def find(pool) -> tuple[Any, Any]:  # noqa: ANN001 - asyncpg.Pool
+        scene = await judged_scene(pool, scene_id=body.scene_id, session_id=body.session_id)
+        return scene, (await attempt_pattern(pool, scene["scene_id"], shot_number, body.attempt) if scene else None)
+
+    scene, row = await backends.query(find)
+    if scene is None:
+        raise Problem(404, _no_scene(body))
+    if row is None:
         which = f"attempt {body.attempt} of " if body.attempt else ""
         session = f" in session {body.session_id}" if body.session_id else ""
-        raise Problem(404, f"no {which}shot {body.shot_number} in scene {body.scene_id}{session}")
+        raise Problem(404, f"no {which}shot {shot_number} in scene {scene['scene_id']}{session}")
     if row["context"] is None or row["modifier"] is None:
-        raise Problem(409, f"attempt {row['attempt']} of shot {body.shot_number} has no refined prompt yet; "
+        raise Problem(409, f"attempt {row['attempt']} of shot {shot_number} has no refined prompt yet; "
                            "send the feedback once it has been refined")
-    scores = body.quality_scores.present() if body.quality_scores else {}
-    feedback_id = body.feedback_id or hashlib.sha256(json.dumps(
-        [body.scene_id, body.shot_number, row["attempt"], body.rating, body.comment, scores], sort_keys=True
-    ).encode()).hexdigest()[:32]
-    common = dict(scene_id=body.scene_id, session_id=row["session_id"], feedback_id=feedback_id,
-                  shot_number=body.shot_number, attempt=row["attempt"], context=row["context"],
-                  modifier=row["modifier"])
+    scene_id = scene["scene_id"]
+    feedback_id = body.feedback_id or _content_id(
+        [scene_id, shot_number, row["attempt"], body.rating, body.comment, _scores(body)])
+    values = _feedback_values(body, scene, feedback_id, row, scene_shots=None)
+    envelopes = _envelopes(values, key=f"feedback/{scene_id}/{feedback_id}")
+    await backends.publish(envelopes)
+    return FeedbackResponse(scope="shot", feedback_id=feedback_id, scene_id=scene_id, session_id=scene["session_id"],
+                            shot_number=shot_number, attempt=row["attempt"], context=row["context"],
+                            modifier=row["modifier"], shots=[_applied(row, values)], events=_event_list(envelopes))
+
+
+async def _scene_feedback(body: FeedbackRequest, backends: Backends) -> FeedbackResponse:
+    """Feedback on a whole scene: one event per accepted shot and source, each carrying the number
+    of shots (``scene_shots``), so the learner gives each 1/n of the source's weight and the
+    scene counts once, however many shots it has."""
+
+    async def find(pool) -> tuple[Any, list]:  # noqa: ANN001 - asyncpg.Pool
+        scene = await judged_scene(pool, scene_id=body.scene_id, session_id=body.session_id)
+        return scene, (await accepted_shots(pool, scene["scene_id"]) if scene else [])
+
+    scene, shots = await backends.query(find)
+    if scene is None:
+        raise Problem(404, _no_scene(body))
+    scene_id = scene["scene_id"]
+    if not shots:
+        raise Problem(409, f"scene {scene_id} has no accepted shot yet (none whose best attempt passed its threshold): "
+                           "send the feedback once one has, or name a shot_number to judge that shot's attempt")
+    # The accepted attempts are part of the default id: the same request about the same shots counts once.
+    feedback_id = body.feedback_id or _content_id(
+        ["scene", scene_id, [[s["shot_number"], s["attempt"]] for s in shots], body.rating, body.comment, _scores(body)])
+    applied, envelopes = [], []
+    for shot in shots:
+        values = _feedback_values(body, scene, feedback_id, shot, scene_shots=len(shots))
+        applied.append(_applied(shot, values))
+        envelopes += _envelopes(values, key=f"feedback/{scene_id}/{feedback_id}/shot-{shot['shot_number']}")
+    await backends.publish(envelopes)
+    return FeedbackResponse(scope="scene", feedback_id=feedback_id, scene_id=scene_id, session_id=scene["session_id"],
+                            shots=applied, events=_event_list(envelopes))
+
+
+def _no_scene(body: FeedbackRequest) -> str:
+    if body.scene_id is None:
+        return (f"session {body.session_id} has no scene; start one with workflow/integrate, "
+                "or name the scene_id the feedback is about")
+    session = f" in session {body.session_id}" if body.session_id else ""
+    return f"no scene {body.scene_id}{session}"
+
+
+def _scores(body: FeedbackRequest) -> dict[str, float]:
+    return body.quality_scores.present() if body.quality_scores else {}
+
+
+def _content_id(content: list[Any]) -> str:
+    """A feedback id derived from what the request says, so a resent request counts once."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _feedback_values(body: FeedbackRequest, scene: Mapping[str, Any], feedback_id: str, attempt: Mapping[str, Any], *,
+                     scene_shots: int | None) -> list[FeedbackSubmitted]:
+    """The events of one judged attempt of ``scene``: one per source the request carries (a
+    rating: human; quality_scores: external)."""
+    common = dict(scene_id=scene["scene_id"], session_id=scene["session_id"], feedback_id=feedback_id,
+                  shot_number=attempt["shot_number"], attempt=attempt["attempt"], context=attempt["context"],
+                  modifier=attempt["modifier"], scene_shots=scene_shots)
     values = []
     if body.rating is not None:
         values.append(FeedbackSubmitted(**common, source="human", rating=body.rating, comment=body.comment))
-    if scores:
+    if _scores(body):
         values.append(FeedbackSubmitted(**common, source="external", scores=body.quality_scores,
                                         comment=None if body.rating is not None else body.comment))
+    return values
+
+
+def _envelopes(values: list[FeedbackSubmitted], *, key: str) -> list[Envelope]:
+    """The events as envelopes, their ids derived from ``key`` and the source: a resent request
+    produces the same ids, which the learner applies once."""
     now = datetime.now(UTC)
-    envelopes = [
-        Envelope(id=derive_event_id(f"feedback/{body.scene_id}/{feedback_id}", FEEDBACK_SUBMITTED.event_type, index),
-                 source=SOURCE, type=FEEDBACK_SUBMITTED.event_type, scene_id=body.scene_id,
-                 session_id=row["session_id"], value=value, time=now)
-        for index, value in ((0 if v.source == "human" else 1, v) for v in values)
+    return [
+        Envelope(id=derive_event_id(key, FEEDBACK_SUBMITTED.event_type, 0 if value.source == "human" else 1),
+                 source=SOURCE, type=FEEDBACK_SUBMITTED.event_type, scene_id=value.scene_id,
+                 session_id=value.session_id, value=value, time=now)
+        for value in values
     ]
-    await backends.publish(envelopes)
-    return FeedbackResponse(feedback_id=feedback_id, scene_id=body.scene_id, shot_number=body.shot_number,
-                            attempt=row["attempt"], context=row["context"], modifier=row["modifier"],
-                            events=[{"id": e.id, "source": e.value.source} for e in envelopes])
+
+
+def _applied(attempt: Mapping[str, Any], values: list[FeedbackSubmitted]) -> FeedbackShot:
+    """A judged attempt as the response reports it, with the weight the learner gives each event."""
+    weights = {}
+    for value in values:
+        evidence = evidence_of(value)
+        assert evidence is not None  # feedback always carries evidence
+        weights[value.source] = evidence.weight
+    return FeedbackShot(shot_number=attempt["shot_number"], attempt=attempt["attempt"], context=attempt["context"],
+                        modifier=attempt["modifier"], weights=weights)
+
+
+def _event_list(envelopes: list[Envelope]) -> list[dict[str, str]]:
+    return [{"id": e.id, "source": e.value.source} for e in envelopes]
 
 
 _BATCH_BODY = {

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from agents.registry import STAGE_NAMES
+from director.learning import Posterior, increments
 from events.topics import PIPELINE, TOPICS
 from store.pool import create_database, drop_database
 from store.queries import pattern_table
@@ -230,6 +231,88 @@ async def _live_table(settings):
     conn = await asyncpg.connect(settings.database_url)
     try:
         return await pattern_table(conn)
+    finally:
+        await conn.close()
+
+
+SEED_SCORES = {"ssim": 0.85, "consistency": 0.90}  # what the seed's client sends: reward 0.875
+FEEDBACK = "/api/director/feedback/submit"
+
+
+async def test_the_seed_clients_feedback_and_enhance_bodies(api_server, workers, settings):
+    """The seed's client as it writes its calls: ``submit_feedback(quality_scores=...)`` with its
+    session id and nothing else, and ``prompt/enhance`` with ``{"session_id", "prompt"}``."""
+    seed = {"session_id": "seed-client", "quality_scores": SEED_SCORES}
+    async with api_server.client() as client:
+        enhanced = await client.post("/api/director/prompt/enhance",
+                                     json={"session_id": "seed-client", "prompt": "Kai fights the dragon"})
+        assert enhanced.status_code == 200, enhanced.text
+        assert enhanced.json()["prompt"]["prompt"] and enhanced.json()["prompt"]["modifier"]
+
+        no_session = await client.post(FEEDBACK, json=seed)
+        assert no_session.status_code == 404 and "session seed-client has no scene" in no_session.json()["detail"]
+        no_scene = await client.post(FEEDBACK, json={**seed, "scene_id": "scene-unknown"})
+        assert no_scene.status_code == 404 and "no scene scene-unknown" in no_scene.json()["detail"]
+
+        # Threshold 0: every shot's first attempt passes, so every shot is accepted. Only the
+        # learner at first: the scene is projected, but nothing is planned, so nothing accepted.
+        workers.start("learner")
+        started = await client.post("/api/director/workflow/integrate", json={
+            "session_id": "seed-client", "scene_description": "Kai fights the dragon", "characters": ["Kai", "Dragon"],
+            "target_duration_s": 6, "quality_threshold": 0.0, "max_attempts": 1})
+        assert started.status_code == 202, started.text
+        scene_id = started.json()["scene_id"]
+        await workers.watch(poll(lambda: client.get(f"/api/director/scenes/{scene_id}"), lambda r: r.status_code == 200,
+                                 what="scene projected"))
+        early = await client.post(FEEDBACK, json=seed)
+        assert early.status_code == 409 and "no accepted shot yet" in early.json()["detail"], early.text
+        other_session = await client.post(FEEDBACK, json={**seed, "session_id": "elsewhere", "scene_id": scene_id})
+        assert other_session.status_code == 404, other_session.text
+
+        workers.start(*(stage for stage in STAGE_NAMES if stage != "learner"))
+        scene = (await workers.watch(poll(
+            lambda: client.get(f"/api/director/scenes/{scene_id}"),
+            lambda r: r.json()["scene"]["status"] in {"complete", "needs_review", "failed"},
+            timeout_s=240, what="scene finished"))).json()
+        assert scene["scene"]["status"] == "complete", scene["scene"]
+        before = await _live_table(settings)
+
+        sent = await client.post(FEEDBACK, json=seed)
+        assert sent.status_code == 202, sent.text
+        body = sent.json()
+        n = len(scene["shots"])
+        assert body["scope"] == "scene" and body["scene_id"] == scene_id and n > 1
+        assert [(s["shot_number"], s["attempt"]) for s in body["shots"]] == [
+            (s["shot_number"], s["accepted_attempt"]) for s in scene["shots"]]
+        assert all(s["weights"] == {"external": pytest.approx(1 / n)} for s in body["shots"])
+        assert len(body["events"]) == n and body["shot_number"] is None
+
+        updates = await poll(lambda: _external_updates(settings, scene_id), lambda rows: len(rows) == n,
+                             what="scene feedback learned for every accepted shot")
+        assert all(u["weight"] == pytest.approx(1 / n) and u["reward"] == pytest.approx(0.875) for u in updates)
+        after = await _live_table(settings)
+        moved: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for shot in body["shots"]:
+            key, step = (shot["context"], shot["modifier"]), increments(0.875, 1 / n)
+            moved[key] = tuple(a + b for a, b in zip(moved.get(key, (0, 0, 0)), step, strict=True))
+        assert {key for key in after if after[key] != before.get(key)} == set(moved)
+        for key, (alpha, beta, square) in moved.items():
+            old, new = before.get(key, Posterior()), after[key]
+            assert (new.alpha_micros - old.alpha_micros, new.beta_micros - old.beta_micros,
+                    new.square_micros - old.square_micros) == (alpha, beta, square)
+        # One judgement of the scene: all its shots together moved the table by one score's worth.
+        assert abs(sum(alpha for alpha, _, _ in moved.values()) - 875_000) <= n
+
+        resent = await client.post(FEEDBACK, json=seed)
+        assert resent.json()["events"] == body["events"], "a resent request is the same events, learned once"
+
+
+async def _external_updates(settings, scene_id: str) -> list[dict]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT shot_number, weight, reward FROM pattern_updates"
+                                " WHERE scene_id = $1 AND source = 'external' ORDER BY shot_number", scene_id)
+        return [dict(r) for r in rows]
     finally:
         await conn.close()
 

@@ -15,7 +15,7 @@ from agents.registry import STAGE_NAMES
 from eventlog.follow import follow_scene, produce, scene_envelope
 from eventlog.replay import table_digest
 from events.envelope import Envelope, new_event_id
-from events.models import FeedbackSubmitted
+from events.models import ExternalScores, FeedbackSubmitted
 from events.topics import FEEDBACK_SUBMITTED, TOPICS
 from store.pool import create_database, drop_database
 from tests.integration.harness import REPO, wait_for_group
@@ -44,16 +44,27 @@ async def test_replay_rebuilds_the_same_table_as_the_learner_and_as_a_group_rese
     workers.start(*STAGE_NAMES)
     await produce(settings, [scene_envelope(kai_request.model_copy(update={"scene_id": "scene-replay-cli"}))])
     await workers.watch(follow_scene(settings, "scene-replay-cli", timeout_s=240))
-    # A person's rating is evidence too.
+    # A person's rating is evidence too, and so is a judgement of the whole scene spread over three
+    # shots at a third of its weight each (fractional weights, rounded once per event).
     rating = FeedbackSubmitted(scene_id="scene-replay-cli", session_id=kai_request.session_id, feedback_id="f-1",
                                shot_number=1, attempt=1, source="human", rating=2, context="wide|x|y|procedural-v1",
                                modifier="clean-cel")
+    spread = [FeedbackSubmitted.model_validate({
+        **rating.model_dump(), "feedback_id": "f-scene", "shot_number": shot, "source": "external", "rating": None,
+        "scores": ExternalScores(ssim=0.85, consistency=0.9), "scene_shots": 3}) for shot in (1, 2, 3)]
     await produce(settings, [Envelope(id=new_event_id(), source="test", type=FEEDBACK_SUBMITTED.event_type,
-                                      scene_id=rating.scene_id, session_id=rating.session_id, value=rating)])
+                                      scene_id=value.scene_id, session_id=value.session_id, value=value)
+                             for value in [rating, *spread]])
     learning = [settings.topic(s.name) for s in TOPICS]
     await workers.watch(wait_for_group(settings.kafka_bootstrap, f"{tower_env['TOWER_GROUP_PREFIX']}-learner", learning))
     workers.stop_all()
     live = await digest_of(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        weights = await conn.fetch("SELECT weight FROM pattern_updates WHERE source = 'external'")
+        assert [w["weight"] for w in weights] == [1 / 3] * 3, "the scene feedback was learned, a third per shot"
+    finally:
+        await conn.close()
 
     names = [f"tower_replay_{uuid.uuid4().hex[:8]}" for _ in range(3)]
     urls = [f"{postgres_url.rpartition('/')[0]}/{name}" for name in names]

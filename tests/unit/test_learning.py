@@ -88,12 +88,13 @@ def test_every_pair_of_modifiers_can_win(kai_shots):
         assert thompson_choice(table, names, 5).modifier == winner
 
 
-def feedback(source: str, *, rating=None, scores=None, context="ctx", modifier="clean-cel", feedback_id="f1"):
+def feedback(source: str, *, rating=None, scores=None, context="ctx", modifier="clean-cel", feedback_id="f1",
+             shot_number=1, scene_shots=None):
     from events.models import ExternalScores, FeedbackSubmitted
 
-    return FeedbackSubmitted(scene_id="scene-1", session_id="s", feedback_id=feedback_id, shot_number=1, attempt=1,
-                             source=source, rating=rating, scores=ExternalScores(**(scores or {})),
-                             context=context, modifier=modifier)
+    return FeedbackSubmitted(scene_id="scene-1", session_id="s", feedback_id=feedback_id, shot_number=shot_number,
+                             attempt=1, source=source, rating=rating, scores=ExternalScores(**(scores or {})),
+                             context=context, modifier=modifier, scene_shots=scene_shots)
 
 
 def test_a_human_rating_counts_twice_on_the_reward_scale():
@@ -120,6 +121,55 @@ def test_feedback_and_scores_fold_into_the_same_posterior_in_any_order(kai_shots
     post = fold_all(events)[("ctx", "clean-cel")]
     assert post.observations == 4
     assert post.alpha_micros == MICROS + 400_000 + 2 * 750_000 + 300_000 + 900_000
+
+
+SEED_SCORES = {"ssim": 0.85, "consistency": 0.90}  # the seed client's quality_scores: reward 0.875
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_scene_feedback_over_n_shots_moves_a_pattern_by_one_nth_of_a_shots(n):
+    key = ("ctx", "clean-cel")
+    whole = fold({}, feedback("external", scores=SEED_SCORES))[key]
+    one_shot = fold({}, feedback("external", scores=SEED_SCORES, scene_shots=n))[key]
+    assert one_shot.alpha_micros - MICROS == round(875_000 / n) and one_shot.beta_micros - MICROS == round(125_000 / n)
+    # Every accepted shot of the scene on the same pattern: the scene counts once, up to a micro-unit per shot.
+    spread = fold_all(feedback("external", scores=SEED_SCORES, scene_shots=n, shot_number=k) for k in range(1, n + 1))[key]
+    assert abs(spread.alpha_micros - whole.alpha_micros) <= n and abs(spread.beta_micros - whole.beta_micros) <= n
+    assert spread.observations == n
+    human = fold({}, feedback("human", rating=5, scene_shots=n))[key]
+    assert human.alpha_micros - MICROS == round(2 * MICROS / n), "a rating's weight 2 is divided too"
+
+
+def test_whole_weights_give_the_same_integers_as_before_fractional_ones():
+    from director.learning import increments, square_micros
+
+    rng = random.Random(11)
+    for reward in [0.0, 1.0, 0.5, 0.875, 1 / 3] + [rng.random() for _ in range(200)]:
+        r = round(reward * MICROS)
+        for weight in (1, 2, 5):
+            assert increments(reward, weight) == (weight * r, weight * (MICROS - r), weight * square_micros(r))
+
+
+def test_the_learners_sql_adds_the_same_integers_as_the_fold():
+    from director.learning import evidence_of
+    from store.projections import _learn_values
+
+    for event in (feedback("human", rating=4), feedback("external", scores=SEED_SCORES, scene_shots=3),
+                  feedback("human", rating=2, scene_shots=7)):
+        evidence = evidence_of(event)
+        _, _, prior, alpha, beta, square, _, weight, _ = _learn_values(evidence)
+        folded = fold({}, event)[evidence.key]
+        assert (prior + alpha, prior + beta, square) == (folded.alpha_micros, folded.beta_micros, folded.square_micros)
+        assert all(isinstance(value, int) for value in (alpha, beta, square))
+        assert weight == evidence.weight == (2 if event.source == "human" else 1) / (event.scene_shots or 1)
+
+
+def test_fractional_weights_fold_in_any_order_to_the_same_table(kai_shots):
+    events = [scored(kai_shots[0], "clean-cel", 0.4), feedback("human", rating=4, scene_shots=3),
+              feedback("external", scores={"ssim": 0.3}, scene_shots=7, shot_number=2),
+              feedback("external", scores=SEED_SCORES, scene_shots=3, shot_number=3)]
+    tables = {tuple(sorted(fold_all(order).items())) for order in itertools.permutations(events)}
+    assert len(tables) == 1
 
 
 def test_feedback_must_judge_something():
