@@ -24,7 +24,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain bench-cli schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ bench-api: venv services  ## HTTP API load (wrk) vs raw aiokafka produce; live-s
 	@command -v wrk >/dev/null || $(SETUP) apt wrk
 	$(PY) -m bench.api
 	$(PY) -m bench.live
+
+bench-cli: venv  ## `tower --help` start time, this checkout vs the commit before the layers -> docs/BENCHMARKS.md
+	$(PY) -m bench.cli_start
 
 bench-scoring: venv  ## scoring benchmark (CPU) -> docs/BENCHMARKS.md
 	$(PY) -m bench.scoring

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -38,6 +40,7 @@ from foundation.settings import Settings
 log = logging.getLogger("tower.api.live")
 CURSOR_VERSION = "c1"
 POLL_MS = 200
+LOCATE_POLL_S = 0.1
 
 
 def encode_cursor(positions: dict[TopicPartition, int]) -> str:
@@ -137,6 +140,7 @@ class LiveHub:
         self._read_to: dict[TopicPartition, int] = {}  # the next offset the hub dispatches, per partition
         self._task: asyncio.Task | None = None
         self._start_lock = asyncio.Lock()
+        self._lookups: dict[str, asyncio.Future[int | None]] = {}
         self.stats = {"records": 0, "deliveries": 0, "histories": 0, "overflows": 0}
 
     async def watch(self, scene_id: str, since_ms: int) -> tuple[list[Delivery], Watcher]:
@@ -162,6 +166,34 @@ class LiveHub:
 
     def channel(self, scene_id: str) -> SceneChannel | None:
         return self._channels.get(scene_id)
+
+    async def locate(self, scene_id: str, requested_at: Callable[[], Awaitable[datetime | None]], *,
+                     wait_s: float, margin_ms: int) -> int | None:
+        """Where :meth:`watch` should read the scene from: 0 when the tail holds it, else when it
+        was requested (in ms, ``margin_ms`` earlier), as ``requested_at`` finds it; ``None`` if
+        neither happens within ``wait_s``. The watchers of one scene share one lookup: a thousand
+        arriving together cost one database poll, not a thousand."""
+        if scene_id in self._channels:
+            return 0
+        await self._start()  # from now on, a scene requested is seen as it arrives
+        lookup = self._lookups.get(scene_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._locate(scene_id, requested_at, wait_s, margin_ms))
+            self._lookups[scene_id] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(scene_id, None))
+        return await asyncio.shield(lookup)
+
+    async def _locate(self, scene_id: str, requested_at: Callable[[], Awaitable[datetime | None]], wait_s: float,
+                      margin_ms: int) -> int | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if scene_id in self._channels:
+                return 0
+            if (found := await requested_at()) is not None:
+                return int(found.timestamp() * 1000) - margin_ms
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(LOCATE_POLL_S)
 
     def leave(self, scene_id: str, watcher: Watcher) -> None:
         channel = self._channels.get(scene_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated
 
 from aiokafka import TopicPartition
@@ -46,16 +47,18 @@ async def scene_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=8192)] = None,
 ) -> StreamingResponse:
     settings, backends, hub = settings_of(request), backends_of(request), hub_of(request)
-    # A scene the live tail holds exists: its watchers need no database round trip (with a
-    # thousand of them arriving at once, those queue on the pool).
-    since_ms = 0
-    if hub.channel(scene_id) is None:
-        requested_at = await backends.query_until_found(
-            lambda pool: pool.fetchval("SELECT requested_at FROM scenes WHERE scene_id = $1", scene_id),
-            settings.api_scene_wait_s)
-        if requested_at is None:
-            raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
-        since_ms = int(requested_at.timestamp() * 1000) - CLOCK_MARGIN_MS
+
+    async def requested_at() -> datetime | None:
+        return await backends.query(
+            lambda pool: pool.fetchval("SELECT requested_at FROM scenes WHERE scene_id = $1", scene_id))
+
+    try:
+        since_ms = await hub.locate(scene_id, requested_at, wait_s=settings.api_scene_wait_s,
+                                    margin_ms=CLOCK_MARGIN_MS)
+    except (ConnectionError, KafkaError, OSError, LookupError) as exc:
+        raise ServiceUnavailable("Kafka", str(exc)) from exc
+    if since_ms is None:
+        raise Problem(404, f"no scene {scene_id!r} (a scene appears once the learner has projected its request)")
     try:
         snapshot, watcher = await hub.watch(scene_id, since_ms)
     except (ConnectionError, KafkaError, OSError, LookupError) as exc:
