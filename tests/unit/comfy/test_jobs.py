@@ -161,8 +161,8 @@ async def test_deadline_interrupts_and_dequeues(fake, client):
         await run_job(client, save_graph({"2": {"class_type": "Slow", "inputs": {"seconds": 5}}}, "2"),
                       deadline=soon(0.3), config=FAST_JOB)
     pid = fake.submissions[0]
-    await eventually(lambda: pid in fake.interrupts and pid in fake.deleted_queue, "the interrupt and dequeue")
-    assert fake.running is None and pid in fake.deleted_history
+    await eventually(lambda: pid in fake.interrupts and pid in fake.deleted_queue and fake.running is None
+                     and pid in fake.deleted_history, "the interrupt, dequeue and history clean-up")
 
 
 async def test_a_cancelled_caller_cancels_the_prompt_on_the_server(fake, client):
