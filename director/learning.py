@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import special
 
+from director.context import PatternContext
 from director.escalation import credited, is_final  # noqa: F401 - is_final: also imported from here
 from events.models import FeedbackSubmitted, QualityScored
 
@@ -287,11 +288,8 @@ def learning_parameters(settings: Settings) -> LearningParameters:
 
 
 def context_parts(context: str) -> dict[str, str]:
-    """``camera|mood|lighting|workflow`` by name (see :func:`director.refiner.pattern_context`)."""
-    camera, _, rest = context.partition("|")
-    rest, _, workflow = rest.rpartition("|")
-    mood, _, lighting = rest.partition("|")
-    return {"camera_angle": camera, "mood": mood, "lighting": lighting, "workflow": workflow}
+    """A context key's camera angle, mood, lighting and workflow by name (:class:`PatternContext`)."""
+    return PatternContext.parse(context).as_dict()
 
 
 def related(context: str, other: str) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 
+from director.context import PatternContext
 from director.escalation import WORKFLOW_CFG_DELTA, WORKFLOW_STEPS_FACTOR
 from director.learning import Choice, Posterior, decision_seed, thompson_choice
 from director.modifiers import MODIFIERS, Modifier
@@ -38,8 +39,9 @@ BASE_CFG = 7.0
 
 
 def pattern_context(shot: ShotSpec, workflow: str) -> str:
-    """The context a pattern is learned in: shot type x mood x lighting x workflow/model."""
-    return f"{shot.camera_angle}|{shot.mood}|{shot.lighting}|{workflow}"
+    """The key of the context a pattern is learned in: shot type x mood x lighting x workflow/model
+    (:class:`director.context.PatternContext`)."""
+    return PatternContext(shot.camera_angle, shot.mood, shot.lighting, workflow).key
 
 
 # What a name says a character is, by a word in it ("Dragon", "Shiro the wolf", "Unit-7 robot").

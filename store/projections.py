@@ -237,8 +237,8 @@ WITH claim AS (INSERT INTO processed_events (consumer, event_id, topic, partitio
     event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12 WHERE EXISTS (SELECT FROM claim)
     ON CONFLICT DO NOTHING),
   scored AS (INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed, final,
-    metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation, credited)
-    SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $11, $2, $26, $27
+    metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation, credited, workflow)
+    SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $11, $2, $26, $27, $38
     WHERE EXISTS (SELECT FROM claim)
     ON CONFLICT (scene_id, shot_number, attempt) DO NOTHING RETURNING true),
   {learn},
@@ -273,6 +273,7 @@ async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
     # Without evidence the learn CTE is skipped (its gate is false); the values only fill its places.
     context, modifier, prior, alpha, beta, square, reward, weight, source = _learn_values(
         evidence or Evidence(v.prompt.context, v.prompt.modifier, 0.0, "auto"))
+    workflow = context_parts(v.prompt.context)["workflow"]
     row = await conn.fetchrow(
         _APPLY_SCORE,
         origin.consumer, envelope.id, origin.topic, origin.partition, origin.offset,
@@ -282,7 +283,7 @@ async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
         is_final(v), json.dumps(v.metrics), v.scorer_version, v.device, v.prompt.modifier,
         v.prompt.context, v.escalation, evidence is not None,
         context, modifier, prior, alpha, beta, square, reward, weight,
-        context_parts(v.prompt.context)["workflow"] if credited(v) else None, source,
+        workflow if credited(v) else None, source, workflow,
     )
     best = (BestAttempt(row["best_attempt"], row["best_composite"], row["best_modifier"])
             if row["best_attempt"] is not None else None)
@@ -337,10 +338,10 @@ async def regression_alert(
     # The version's first `samples` scores by event time: scores projected at the same time may
     # have committed since, and the checkpoint is about this many.
     scores = await conn.fetch(
-        "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND split_part(context, '|', 4) = $1"
+        "(SELECT composite, 0 AS side FROM scores WHERE credited AND status = 'ok' AND workflow = $1"
         " ORDER BY scored_at, event_id LIMIT $4)"
         " UNION ALL (SELECT composite, 1 FROM scores WHERE credited AND status = 'ok'"
-        " AND split_part(context, '|', 4) = $2 ORDER BY scored_at DESC LIMIT $3)",
+        " AND workflow = $2 ORDER BY scored_at DESC LIMIT $3)",
         workflow, previous["workflow"], BASELINE_SAMPLES, current.samples,
     )
     found = regression([r["composite"] for r in scores if r["side"] == 0], [r["composite"] for r in scores if r["side"] == 1])

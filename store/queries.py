@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from director.context import SEPARATOR, escape_label
 from director.evaluation import LoggedDecision
 from director.learning import (
     PRIOR_MICROS,
@@ -27,7 +28,9 @@ async def evidence_near(
 ) -> EvidenceSums:
     """The evidence of every context with ``context``'s workflow (the candidates to lend it a
     prior, and itself), as weighted sums; discounted by age when ``half_life_s`` is set."""
-    suffix = "%|" + context_parts(context)["workflow"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # A prefilter: the key ends with the workflow as keys write it; related() then compares exactly.
+    ending = SEPARATOR + escape_label(context_parts(context)["workflow"])
+    suffix = "%" + ending.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     if half_life_s is None:  # the exact table: one small read
         rows = await conn.fetch(
             "SELECT context, modifier, (alpha_micros - $2)::float8 / $2 AS good, (beta_micros - $2)::float8 / $2 AS bad,"
@@ -340,7 +343,7 @@ async def pattern_rows(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.
 TREND_DIMENSIONS = {
     "day": "'all'",
     "pattern": "s.context || ' / ' || s.modifier",
-    "workflow": "split_part(s.context, '|', 4) || ' / scorer ' || s.scorer_version",
+    "workflow": "s.workflow || ' / scorer ' || s.scorer_version",
 }
 
 

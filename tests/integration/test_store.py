@@ -155,3 +155,31 @@ async def test_a_score_reads_back_what_its_follow_up_needs(database_url, kai_sho
             assert await conn.fetchval("SELECT observations FROM patterns") == 1
     finally:
         await pool.close()
+
+
+async def test_a_label_containing_the_separator_keeps_its_score_in_its_workflow(database_url, kai_shots):
+    """A planner (or a producer of shot.planned) may write any label: "neon | rain" is lighting,
+    not a field boundary. The context key escapes it, and SQL reads the workflow from its own
+    column; it had split the key and counted the score under a workflow " rain"."""
+    from director.learning import context_parts
+    from store.projections import apply_score
+    from store.queries import evidence_near, quality_trends
+
+    shot = kai_shots[0].shot.model_copy(update={"lighting": "neon | rain", "mood": "calm\\tense"})
+    envelope = scored_envelope(kai_shots[0].model_copy(update={"shot": shot}), "e-pipe", 0.7)
+    context = envelope.value.prompt.context
+    assert context_parts(context) == {"camera_angle": shot.camera_angle, "mood": "calm\\tense",
+                                      "lighting": "neon | rain", "workflow": "w"}
+    pool = await open_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            applied = await apply_score(conn, envelope, Origin("learner", "quality.scored", 0, 0))
+            assert applied.workflow is not None and applied.workflow.samples == 1
+            assert await conn.fetchval("SELECT workflow FROM workflow_versions") == "w"
+            rows = await quality_trends(conn, by="workflow", days=1)
+            assert [r["key"] for r in rows] == ["w / scorer t"]
+            # The refiner's read of the workflow's evidence finds the pattern the score taught.
+            near = await evidence_near(conn, context, now=datetime.now(UTC), half_life_s=None)
+            assert (context, envelope.value.prompt.modifier) in near
+    finally:
+        await pool.close()
