@@ -49,6 +49,18 @@ class Origin:
     offset: int
 
 
+# Every effect is claimed once per (consumer, event id): the claim, written once and used by every
+# statement that projects an event ($1-$5: consumer, event id, topic, partition, offset).
+_CLAIM = ('INSERT INTO processed_events (consumer, event_id, topic, partition, "offset")'
+          " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true")
+# The claim and the event's log row as CTEs of one statement: the log row only if the claim is new
+# ($6-$12: type, source, scene, session, causation, time, payload; $2 the event id).
+_CLAIM_AND_LOG = (f"claim AS ({_CLAIM}),"
+                  " logged AS (INSERT INTO event_log (event_id, event_type, source, scene_id, session_id,"
+                  " causation_id, event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12"
+                  " WHERE EXISTS (SELECT FROM claim) ON CONFLICT DO NOTHING)")
+
+
 async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> bool:
     """Project one event (and learn from it); ``False`` when it had been applied already."""
     if isinstance(envelope.value, QualityScored):
@@ -56,12 +68,7 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
     async with conn.transaction():
         # The claim and the event log in one round trip: the log row only if the claim is new.
         claimed = await conn.fetchval(
-            "WITH claim AS (INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
-            "   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true),"
-            " logged AS (INSERT INTO event_log (event_id, event_type, source, scene_id, session_id,"
-            "   causation_id, event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12"
-            "   WHERE EXISTS (SELECT FROM claim) ON CONFLICT DO NOTHING)"
-            " SELECT EXISTS (SELECT FROM claim)",
+            f"WITH {_CLAIM_AND_LOG} SELECT EXISTS (SELECT FROM claim)",
             origin.consumer, envelope.id, origin.topic, origin.partition, origin.offset,
             envelope.type, envelope.source, envelope.scene_id, envelope.session_id,
             envelope.causation_id, envelope.time, envelope.value.model_dump_json(),
@@ -231,11 +238,7 @@ def _learn_values(evidence: Evidence) -> tuple[str, str, int, int, int, int, flo
 # SELECT sees the tables as they were before it, so the new score and the new workflow count
 # come from the sub-statements' RETURNING instead.
 _APPLY_SCORE = """
-WITH claim AS (INSERT INTO processed_events (consumer, event_id, topic, partition, "offset")
-    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true),
-  logged AS (INSERT INTO event_log (event_id, event_type, source, scene_id, session_id, causation_id,
-    event_time, payload) SELECT $2, $6, $7, $8, $9, $10, $11, $12 WHERE EXISTS (SELECT FROM claim)
-    ON CONFLICT DO NOTHING),
+WITH {claim_and_log},
   scored AS (INSERT INTO scores (scene_id, shot_number, attempt, status, reason, composite, passed, final,
     metrics, scorer_version, device, modifier, context, scored_at, event_id, escalation, credited, workflow)
     SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $11, $2, $26, $27, $38
@@ -259,7 +262,7 @@ FROM (VALUES (1)) AS one (x)
   LEFT JOIN counted ON true
   LEFT JOIN workflow_versions w ON w.workflow = $36::text
   LEFT JOIN regression_alerts r ON r.workflow = $36::text
-""".format(learn=_learn_ctes(gate="$27 AND EXISTS (SELECT FROM scored)", context=28, modifier=29, prior=30, alpha=31,
+""".format(claim_and_log=_CLAIM_AND_LOG, learn=_learn_ctes(gate="$27 AND EXISTS (SELECT FROM scored)", context=28, modifier=29, prior=30, alpha=31,
                             beta=32, square=33, reward=34, weight=35, source=37, time=11, event_id=2, scene_id=8,
                             shot=14, attempt=15))
 
@@ -374,9 +377,7 @@ async def apply_dead_letter(conn: asyncpg.Connection, key: bytes | None, headers
     """Record a dead letter against its scene (the message key); ``False`` if seen before."""
     async with conn.transaction():
         claimed = await conn.fetchval(
-            "INSERT INTO processed_events (consumer, event_id, topic, partition, \"offset\")"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
-            origin.consumer, f"dlq:{origin.topic}:{origin.partition}:{origin.offset}", origin.topic,
+            _CLAIM, origin.consumer, f"dlq:{origin.topic}:{origin.partition}:{origin.offset}", origin.topic,
             origin.partition, origin.offset,
         )
         if not claimed:
