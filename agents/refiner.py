@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from agents.stage import DatabaseStage
-from director.learning import learning_parameters
-from director.modifiers import MODIFIERS
-from director.refiner import POLICIES, pattern_context, refine
+from director.refiner import POLICIES
 from events.envelope import Envelope
 from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from foundation.settings import Settings
 from render.backends import workflow_name
 from store.projections import Origin
-from store.queries import character_sheets_for, decide_once, decision_posteriors
+from store.queries import decide_once
+from store.refining import refine_planned
 
 
 class Refiner(DatabaseStage):
@@ -28,24 +25,7 @@ class Refiner(DatabaseStage):
             raise ValueError(f"TOWER_REFINER_POLICY={settings.refiner_policy!r} is not one of {', '.join(POLICIES)}")
 
     async def handle(self, envelope: Envelope[ShotPlanned], origin: Origin) -> list[Envelope]:
-        planned = envelope.value
-        workflow = workflow_name(self.settings)
-        context = pattern_context(planned.shot, workflow)
-        missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
-        # Two independent reads on two pooled connections: one round trip's wait, not two.
-        posteriors, sheets = await asyncio.gather(
-            decision_posteriors(self.pool, context, list(MODIFIERS), now=envelope.time, learning=learning_parameters(self.settings)),
-            character_sheets_for(self.pool, missing),
-        )
-        refined = refine(
-            planned,
-            posteriors,
-            sheets,
-            width=self.settings.render_width,
-            height=self.settings.render_height,
-            workflow=workflow,
-            learner_version=self.settings.learner_version,
-            policy=self.settings.refiner_policy,
-        )
+        refined = await refine_planned(self.pool, envelope.value, self.settings,
+                                       workflow=workflow_name(self.settings), now=envelope.time)
         decided = await decide_once(self.pool, envelope.id, refined.prompt)
         return [envelope.derive(refined.model_copy(update={"prompt": decided}), source=self.source)]

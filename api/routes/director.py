@@ -32,10 +32,8 @@ from api.models import (
 )
 from api.problems import Problem
 from api.security import require_read, require_write
-from director.learning import evidence_of, learning_parameters
-from director.modifiers import MODIFIERS
+from director.learning import evidence_of
 from director.planner import ScenePlan, plan_scene
-from director.refiner import pattern_context, refine
 from eventlog.follow import new_scene_id, scene_envelope
 from events.envelope import Envelope, derive_event_id
 from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
@@ -46,11 +44,10 @@ from store.projections import record_batch
 from store.queries import (
     accepted_shots,
     attempt_pattern,
-    character_sheets_for,
-    decision_posteriors,
     judged_scene,
     scene_exists,
 )
+from store.refining import refine_planned
 
 router = APIRouter(prefix="/api/director", tags=["director"])
 SOURCE = "tower/api"
@@ -123,17 +120,8 @@ async def prompt_enhance(
         shot=shot, style=body.style, overall_mood=plan.overall_mood, lighting_suggestions=plan.lighting_suggestions,
         character_sheets=body.character_sheets,
     )
-    workflow = workflow_name(settings)
-
-    async def decide(pool) -> tuple[dict, dict]:  # noqa: ANN001 - asyncpg.Pool
-        posteriors = await decision_posteriors(
-            pool, pattern_context(shot, workflow), list(MODIFIERS), now=datetime.now(UTC), learning=learning_parameters(settings))
-        missing = [name for name in shot.characters if name not in body.character_sheets]
-        return posteriors, await character_sheets_for(pool, missing)
-
-    posteriors, sheets = await backends_of(request).query(decide)
-    refined = refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,
-                     workflow=workflow, learner_version=settings.learner_version)
+    refined = await backends_of(request).query(lambda pool: refine_planned(
+        pool, planned, settings, workflow=workflow_name(settings), now=datetime.now(UTC)))
     return EnhanceResponse(session_id=body.session_id, shot=shot, prompt=refined.prompt)
 
 
