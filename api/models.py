@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from events.models import CharacterSheets, ExternalScores, Probability, PromptSpec, SceneId, ShotSpec
+from eventlog.follow import new_scene_id
+from events.models import CharacterSheets, ExternalScores, Probability, PromptSpec, SceneId, SceneRequested, ShotSpec
 
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
 Description = Annotated[str, Field(min_length=1, max_length=2000, description="What happens in the scene.")]
@@ -99,6 +100,17 @@ class IntegrateRequest(PlanRequest):
         "used in every shot and remembered for later scenes that name the character.")
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     quality_threshold: Probability | None = None
+
+
+def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
+    """The ``scene.requested`` event a ``workflow/integrate`` body asks for (a new scene id if it
+    names none); ``extra``: the batch fields. The API and ``tower submit --file`` both use it."""
+    return SceneRequested(
+        scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
+        characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
+        quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
+        character_sheets=body.character_sheets, **extra,
+    )
 
 
 class Links(BaseModel):

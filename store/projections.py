@@ -373,6 +373,17 @@ async def record_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, s
     )
 
 
+async def open_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, scene_ids: list[str],
+                     created_at: datetime) -> list[str]:
+    """Record a batch of new scenes, unless some of ``scene_ids`` exist already: those are
+    returned (scene ids must be unique) and nothing is recorded."""
+    taken = [scene_id for scene_id in scene_ids
+             if await conn.fetchval("SELECT EXISTS (SELECT FROM scenes WHERE scene_id = $1)", scene_id)]
+    if not taken:
+        await record_batch(conn, batch_id, len(scene_ids), created_at)
+    return taken
+
+
 async def apply_dead_letter(conn: asyncpg.Connection, key: bytes | None, headers: dict[str, str], origin: Origin) -> bool:
     """Record a dead letter against its scene (the message key); ``False`` if seen before."""
     async with conn.transaction():

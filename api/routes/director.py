@@ -29,18 +29,19 @@ from api.models import (
     Links,
     PlanRequest,
     PlanResponse,
+    scene_request,
 )
 from api.problems import Problem
 from api.security import require_read, require_write
 from director.learning import evidence_of
 from director.planner import ScenePlan, plan_scene
-from eventlog.follow import new_scene_id, scene_envelope
+from eventlog.follow import scene_envelope
 from events.envelope import Envelope, derive_event_id
 from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
 from events.topics import FEEDBACK_SUBMITTED
 from foundation.settings import Settings
 from render.backends import workflow_name
-from store.projections import record_batch
+from store.projections import open_batch
 from store.queries import (
     accepted_shots,
     attempt_pattern,
@@ -131,15 +132,6 @@ def _links(request: Request, scene_id: str, session_id: str) -> Links:
                  session=f"{base}/sessions/{session_id}")
 
 
-def _scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
-    return SceneRequested(
-        scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
-        characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
-        quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
-        character_sheets=body.character_sheets, **extra,
-    )
-
-
 @router.post("/workflow/integrate", status_code=202, response_model=IntegrateResponse,
              dependencies=[Depends(require_write)],
              summary="Start the whole pipeline for a scene (produces scene.requested)")
@@ -147,7 +139,7 @@ async def workflow_integrate(body: IntegrateRequest, request: Request, response:
     backends = backends_of(request)
     if body.scene_id and await backends.query(lambda pool: scene_exists(pool, body.scene_id)):
         raise Problem(409, f"scene {body.scene_id} exists; scene ids must be unique (leave scene_id out for a new one)")
-    scene = _scene_request(body)
+    scene = scene_request(body)
     envelope = scene_envelope(scene, source=SOURCE)
     await backends.publish([envelope])
     links = _links(request, scene.scene_id, scene.session_id)
@@ -342,15 +334,9 @@ async def submit_batch(request: Request, response: Response) -> BatchResponse:
     given = [b.scene_id for b in bodies if b.scene_id]
     if len(set(given)) < len(given):
         raise Problem(422, "scene ids in a batch must be distinct")
-    scenes = [_scene_request(b, batch_id=batch_id, batch_size=len(bodies)) for b in bodies]
+    scenes = [scene_request(b, batch_id=batch_id, batch_size=len(bodies)) for b in bodies]
 
-    async def prepare(pool) -> list[str]:  # noqa: ANN001 - asyncpg.Pool
-        taken = [sid for sid in given if await scene_exists(pool, sid)]
-        if not taken:
-            await record_batch(pool, batch_id, len(scenes), datetime.now(UTC))
-        return taken
-
-    taken = await backends.query(prepare)
+    taken = await backends.query(lambda pool: open_batch(pool, batch_id, [s.scene_id for s in scenes], datetime.now(UTC)))
     if taken:
         raise Problem(409, f"scene id(s) exist already: {', '.join(taken[:10])}; scene ids must be unique")
     await backends.publish([scene_envelope(s, source=SOURCE) for s in scenes])

@@ -259,11 +259,11 @@ def print_history(found: dict[str, Any]) -> None:
 def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from api.models import IntegrateRequest
+    from api.models import IntegrateRequest, scene_request
     from eventlog.follow import new_scene_id, produce, scene_envelope
     from foundation.kafka import ensure_topics
-    from store.projections import record_batch
-    from store.queries import batch_progress, scene_exists
+    from store.projections import open_batch
+    from store.queries import batch_progress
 
     try:
         lines = [(n, line) for n, line in enumerate(args.file.read_text().splitlines(), start=1) if line.strip()]
@@ -279,11 +279,7 @@ def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError(f"{args.file}:{number}: not a JSON object: {exc}") from None
         except ValidationError as exc:
             raise ValueError(f"{args.file}:{number}: {describe_invalid(exc).removeprefix('invalid input: ')}") from None
-        scenes.append(SceneRequested(
-            scene_id=body.scene_id or new_scene_id(), session_id=session_id, description=body.scene_description,
-            characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
-            quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
-            character_sheets=body.character_sheets, batch_id=batch_id, batch_size=len(lines)))
+        scenes.append(scene_request(body, batch_id=batch_id, batch_size=len(lines)))
     if not scenes:
         raise ValueError(f"{args.file} has no scenes (one JSON object per line)")
 
@@ -291,10 +287,9 @@ def cmd_submit_file(args: argparse.Namespace, settings: Settings) -> int:
         await ensure_topics(settings)
         conn = await connect(settings)
         try:
-            taken = [s.scene_id for s in scenes if await scene_exists(conn, s.scene_id)]
+            taken = await open_batch(conn, batch_id, [s.scene_id for s in scenes], datetime.now(UTC))
             if taken:
                 raise ValueError(f"scene id(s) exist already: {', '.join(taken[:10])}; scene ids must be unique")
-            await record_batch(conn, batch_id, len(scenes), datetime.now(UTC))
             await produce(settings, [scene_envelope(s) for s in scenes])
             print(f"submitted batch {batch_id}: {len(scenes)} scene(s), session {session_id}", flush=True)
             columns = (TextColumn("scenes done"), BarColumn(), MofNCompleteColumn(),
