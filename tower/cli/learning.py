@@ -10,16 +10,12 @@ import time
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import asyncpg
 import typer
 
 from foundation.settings import Settings
-
-if TYPE_CHECKING:
-
-    pass
 from tower.cli.app import app, lower_bound_text, query, rich_console, run_command
 
 TrendsBy = Enum("TrendsBy", {"day": "day", "pattern": "pattern", "workflow": "workflow"}, type=str)

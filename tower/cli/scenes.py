@@ -9,7 +9,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import asyncpg
 import typer
@@ -17,10 +17,6 @@ from pydantic import ValidationError
 
 from events.models import SceneRequested
 from foundation.settings import Settings, mask_password
-
-if TYPE_CHECKING:
-
-    pass
 from tower.cli.app import app, connect, describe_invalid, lower_bound_text, query, rich_console, run_command, show
 
 

@@ -8,16 +8,12 @@ import asyncio
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from agents.registry import STAGE_NAMES
 from foundation.settings import Settings, mask_password
-
-if TYPE_CHECKING:
-
-    pass
 from tower.cli.app import app, query, run_command
 
 StageName = Enum("StageName", {name: name for name in (*STAGE_NAMES, "all")}, type=str)
