@@ -14,6 +14,7 @@ STAGE_PATHS: dict[str, str] = {
     "renderer": "agents.renderer:Renderer",
     "scorer": "agents.scorer:ScorerStage",
     "learner": "agents.learner:Learner",
+    "retrier": "agents.retrier:RetryController",
 }
 STAGE_NAMES: tuple[str, ...] = tuple(STAGE_PATHS)
 

@@ -100,11 +100,11 @@ async def stage_hops(settings: Settings, scene_ids: set[str]) -> dict[str, list[
     finally:
         await consumer.stop()
     hops: dict[str, list[float]] = {stage: [] for stage, _ in HOPS.values()}
-    hops["learner (retry)"] = []
+    hops["retrier (retry)"] = []
     for topic, parent_id, ts in children:
         parent_topic, parent_ts = appended.get(parent_id, (None, 0))
         if topic == "shot.planned" and parent_topic == "quality.scored":
-            hops["learner (retry)"].append(ts - parent_ts)
+            hops["retrier (retry)"].append(ts - parent_ts)
         elif topic in HOPS and parent_topic == HOPS[topic][1]:
             hops[HOPS[topic][0]].append(ts - parent_ts)
     return hops

@@ -20,6 +20,7 @@ the projections and the trends.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import get_args
 
 from events.models import Escalation, QualityScored, ShotPlanned, ShotReviewRequested
@@ -106,6 +107,39 @@ def review_of(
         reason=f"all {event.max_attempts} attempts under the threshold {event.quality_threshold:.2f} "
         f"({outcome(event)}){best}",
     )
+
+
+@dataclass(frozen=True)
+class BestAttempt:
+    """A shot's best-scoring attempt so far: the one accepted if its budget is spent."""
+
+    attempt: int
+    composite: float
+    modifier: str
+
+
+def best_of(best: BestAttempt | None, event: QualityScored) -> BestAttempt | None:
+    """The shot's best attempt once ``event`` is counted: the highest composite among the attempts
+    that could be scored; on a tie, the earlier attempt."""
+    if event.status != "ok":
+        return best
+    candidate = BestAttempt(event.attempt, event.composite, event.prompt.modifier)
+    if best is None or (candidate.composite, -candidate.attempt) > (best.composite, -best.attempt):
+        return candidate
+    return best
+
+
+def follow_up(event: QualityScored, best: BestAttempt | None) -> ShotPlanned | ShotReviewRequested | None:
+    """What a score decides for its shot: the retry one rung up the ladder, a review request when
+    the budget is spent, or nothing (it passed). ``best`` is the shot's best attempt with this one
+    counted (:func:`best_of`)."""
+    if event.passed:
+        return None
+    if event.attempt < event.max_attempts:
+        keep = best.modifier if best and rung(event.attempt + 1) == "workflow-setting" else None
+        return retry_of(event, best_modifier=keep)
+    return review_of(event, best_attempt=best.attempt if best else None,
+                     best_composite=best.composite if best else None)
 
 
 def is_final(event: QualityScored) -> bool:

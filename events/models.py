@@ -152,7 +152,7 @@ class _ShotAttempt(_Event):
 
 
 class ShotPlanned(_ShotAttempt):
-    """``shot.planned``: a shot to attempt (attempt 1 from the planner, retries from the learner)."""
+    """``shot.planned``: a shot to attempt (attempt 1 from the planner, retries from the retry controller)."""
 
     overall_mood: str
     lighting_suggestions: str
@@ -250,7 +250,7 @@ class FrameRendered(_ShotAttempt):
 
 
 class QualityScored(_ShotAttempt):
-    """``quality.scored``: the scores of one attempt; the learner's only input."""
+    """``quality.scored``: the scores of one attempt; the learner's and the retry controller's input."""
 
     prompt: PromptSpec
     status: Literal["ok", "failed"]

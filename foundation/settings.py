@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="Events of one topic one learner worker projects at once: their database commits "
         "overlap (offsets committed only past completed work, in order; a shot's events one after another).",
     )
+    retry_in_flight: int = Field(
+        4, ge=1, le=64, description="Scores one retry controller worker decides at once: their database round trips "
+        "and produce acknowledgements overlap (offsets committed only past completed work; a shot's attempts in order).",
+    )
     scorer_device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Scoring device: `auto` takes CUDA when there is one."
     )
@@ -119,8 +123,9 @@ class Settings(BaseSettings):
         description="Discount evidence by age when deciding: it counts half after this many days, so a changed "
         "model is re-learned; unset: all evidence counts fully. The stored table stays exact either way.",
     )
-    learner_emits_retries: bool = Field(
-        True, description="Whether the learner re-issues low-scoring shots; false to retrain from a replay."
+    learner_emits_alerts: bool = Field(
+        True, description="Whether the learner publishes regression alerts on `quality.alerts`; false to retrain "
+        "from a replay without announcing them again.",
     )
 
     replication_factor: int | None = Field(

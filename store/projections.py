@@ -175,13 +175,6 @@ async def _frames(conn: asyncpg.Connection, env: Envelope, v: FrameRendered) -> 
 
 
 @dataclass(frozen=True)
-class BestAttempt:
-    attempt: int
-    composite: float
-    modifier: str
-
-
-@dataclass(frozen=True)
 class WorkflowState:
     """A workflow version's regression-check state: its first score, its credited scores so far,
     and its alert (JSON) if one was raised: by which score event, and whether the broker has it."""
@@ -195,11 +188,9 @@ class WorkflowState:
 
 @dataclass(frozen=True)
 class ScoreApplied:
-    """A score applied, and what the learner decides its follow-ups from, as of right after it."""
+    """A score applied, and its workflow version's regression-check state right after it."""
 
     claimed: bool  # False: the event had been applied before (a redelivery, a replay)
-    retry_sent: bool  # the broker has this attempt's follow-up already
-    best: BestAttempt | None  # the shot's best scored attempt, this one included
     workflow: WorkflowState | None  # the score's workflow version, if the score is credited
 
 
@@ -249,16 +240,9 @@ WITH {claim_and_log},
     FROM learned ON CONFLICT (workflow) DO UPDATE SET samples = w.samples + 1,
     first_seen = least(w.first_seen, EXCLUDED.first_seen) RETURNING first_seen, samples)
 SELECT EXISTS (SELECT FROM claim) AS claimed,
-  coalesce((SELECT retry_sent FROM scores WHERE scene_id = $13 AND shot_number = $14 AND attempt = $15), false)
-    AS retry_sent,
-  best.attempt AS best_attempt, best.composite AS best_composite, best.modifier AS best_modifier,
   coalesce(counted.first_seen, w.first_seen) AS first_seen, coalesce(counted.samples, w.samples) AS samples,
   r.alert, r.sent, r.raised_by
 FROM (VALUES (1)) AS one (x)
-  LEFT JOIN LATERAL (SELECT attempt, composite, modifier FROM scores
-    WHERE scene_id = $13 AND shot_number = $14 AND status = 'ok'
-    UNION ALL SELECT $15, $18, $24 FROM scored WHERE $16 = 'ok'
-    ORDER BY composite DESC, attempt LIMIT 1) AS best ON true
   LEFT JOIN counted ON true
   LEFT JOIN workflow_versions w ON w.workflow = $36::text
   LEFT JOIN regression_alerts r ON r.workflow = $36::text
@@ -269,7 +253,7 @@ FROM (VALUES (1)) AS one (x)
 
 async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> ScoreApplied:
     """Project a score and learn from it (like :func:`apply_event`), in one round trip that also
-    reads what the learner's follow-ups depend on."""
+    reads its workflow version's regression-check state (:func:`regression_alert`)."""
     v = envelope.value
     assert isinstance(v, QualityScored)
     evidence = evidence_of(v)
@@ -288,11 +272,9 @@ async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
         context, modifier, prior, alpha, beta, square, reward, weight,
         workflow if credited(v) else None, source, workflow,
     )
-    best = (BestAttempt(row["best_attempt"], row["best_composite"], row["best_modifier"])
-            if row["best_attempt"] is not None else None)
     workflow = (WorkflowState(row["first_seen"], row["samples"], row["alert"], row["sent"], row["raised_by"])
                 if row["first_seen"] is not None else None)
-    return ScoreApplied(row["claimed"], row["retry_sent"], best, workflow)
+    return ScoreApplied(row["claimed"], workflow)
 
 
 async def _feedback(conn: asyncpg.Connection, env: Envelope, v: FeedbackSubmitted, evidence: Evidence) -> None:

@@ -1,5 +1,5 @@
 """DirectorPanel in real headless Chromium against the real stack (`tower api` serving the built
-panel, the five agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
+panel, the six agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
 watches every shot complete with scores, rates one and sees its pattern row change; the same at
 phone width; and axe-core finds no critical accessibility violation."""
 

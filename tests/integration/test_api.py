@@ -1,4 +1,4 @@
-"""The HTTP API through the real stack: `tower api` and the five agents as processes, real Kafka
+"""The HTTP API through the real stack: `tower api` and the six agents as processes, real Kafka
 and PostgreSQL. Each test has its own topics, consumer groups, database and media store."""
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ async def test_seed_endpoints_live_events_feedback_and_replay(api_server, worker
         workers.stop_all()
         group = tower_env["TOWER_GROUP_PREFIX"] + "-replay"
         workers.env = {**tower_env, "TOWER_DATABASE_URL": replay_url, "TOWER_GROUP_PREFIX": group,
-                       "TOWER_LEARNER_EMITS_RETRIES": "false"}
+                       "TOWER_LEARNER_EMITS_ALERTS": "false"}
         workers.start("learner")
         await workers.watch(wait_for_group(settings.kafka_bootstrap, f"{group}-learner",
                                            [settings.topic(s.name) for s in TOPICS]))

@@ -17,6 +17,7 @@ from agents.registry import STAGE_NAMES
 from director.planner import plan_scene
 from eventlog.follow import SceneFailed, SceneProgress, end_offsets, follow_scene, produce, scene_envelope
 from events.envelope import header_map
+from events.models import ShotPlanned
 from events.topics import TOPICS, dead_letter_topic
 from foundation.kafka import read_topic
 from store.queries import pattern_table
@@ -24,7 +25,7 @@ from tests.integration.test_pipeline import kai_request, kai_shot_count
 
 # The stage whose input each topic is (the learner also projects every topic).
 OWNER = {"scene.requested": "planner", "shot.planned": "refiner", "prompt.refined": "renderer",
-         "frame.rendered": "scorer", "quality.scored": "learner", "feedback.submitted": "learner"}
+         "frame.rendered": "scorer", "quality.scored": "retrier", "feedback.submitted": "learner"}
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(settings, workers):
@@ -109,12 +110,19 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
     follower = asyncio.create_task(follow_scene(settings, "scene-crash", timeout_s=300, on_event=on_event))
     await workers.watch(asyncio.wait_for(first_score.wait(), 240))
 
-    # Mid-scene: the renderer and the learner die without committing their offsets...
-    workers.kill("renderer")
-    workers.kill("learner")
+    # Mid-scene, once the retry controller has decided a score: the renderer, the learner and
+    # the retry controller die without committing their offsets...
+    retrier_log = next(workers.log_dir.glob("retrier.*.log"))
+    deadline = asyncio.get_running_loop().time() + 120
+    while " handled " not in retrier_log.read_text(errors="replace"):
+        workers.assert_alive()
+        assert asyncio.get_running_loop().time() < deadline, f"the retrier decided no score:\n{workers.tail()}"
+        await asyncio.sleep(0.2)
+    for stage in ("renderer", "learner", "retrier"):
+        workers.kill(stage)
     await asyncio.sleep(2)
     # ...and come back; the scene completes from where they stopped.
-    workers.start("renderer", "learner")
+    workers.start("renderer", "learner", "retrier")
     progress: SceneProgress = await workers.watch(follower)
     workers.assert_alive()
     assert len(progress.finals) == progress.shot_count
@@ -151,6 +159,16 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
     assert len(rendered) > len(distinct["frame.rendered"]), "the renderer was not redelivered anything"
     handled = sum(path.read_text().count(" handled ") for path in workers.log_dir.glob("learner.*.log"))
     assert handled > sum(map(len, distinct.values())), f"the learner handled {handled} messages: no redelivery"
+    decided = sum(path.read_text().count(" handled ") for path in workers.log_dir.glob("retrier.*.log"))
+    assert decided > len(scored_ids), f"the retrier handled {decided} scores: no redelivery"
+    # Each retry was issued once: one event id per (scene, shot, attempt), however often decided.
+    retries: dict[tuple[str, int, int], set[str]] = {}
+    for record in events["shot.planned"]:
+        planned = ShotPlanned.model_validate_json(record.value)
+        if planned.attempt > 1:
+            key = (planned.scene_id, planned.shot.shot_number, planned.attempt)
+            retries.setdefault(key, set()).add(header_map(record.headers)["ce_id"])
+    assert all(len(ids) == 1 for ids in retries.values()), retries
 
 
 async def test_a_message_too_large_to_dead_letter_whole_leaves_truncated_and_blocks_nothing(settings, workers):
@@ -223,7 +241,7 @@ async def test_a_scene_with_a_dead_lettered_event_is_marked_failed_and_not_dead_
     # Replay under new groups: the same messages are recognised as dead-lettered already.
     workers.stop_all()
     workers.env = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay",
-                   "TOWER_LEARNER_EMITS_RETRIES": "false"}
+                   "TOWER_LEARNER_EMITS_ALERTS": "false"}
     workers.start("planner", "learner")
     from tests.integration.harness import wait_for_group
 

@@ -1,4 +1,4 @@
-"""The fault-injection matrix: scenes in flight through the five stages (as processes) while a
+"""The fault-injection matrix: scenes in flight through the six stages (as processes) while a
 fault is injected, on a Kafka broker and a PostgreSQL cluster of this module's own (so stopping
 or crashing them disturbs no other test). For every scenario:
 
@@ -49,7 +49,7 @@ PGCTL = str(REPO / "infra/postgres/pgctl")
 SCENES = 2
 SHUTDOWN_TIMEOUT_S = 10
 INPUTS = {"planner": ["scene.requested"], "refiner": ["shot.planned"], "renderer": ["prompt.refined"],
-          "scorer": ["frame.rendered"], "learner": [spec.name for spec in TOPICS]}
+          "scorer": ["frame.rendered"], "learner": [spec.name for spec in TOPICS], "retrier": ["quality.scored"]}
 ROWS: list[dict[str, object]] = []
 
 
@@ -225,7 +225,7 @@ def stage_sigkill(stage: str) -> Callable[[Run], Awaitable[str | None]]:
 
 
 async def frame_deleted(run: Run) -> str | None:
-    run.workers.start("planner", "refiner", "renderer", "learner")
+    run.workers.start("planner", "refiner", "renderer", "learner", "retrier")
     await run.submit()
     topic = run.settings.topic("frame.rendered")
     deadline = time.monotonic() + 240

@@ -40,10 +40,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MESSAGES = 5_000
 VALID_PER_TOPIC = 80  # generated bodies per topic, reused under different mutations
 BROKER_LIMIT = 1_048_588
-# Which running stage reads which topic (the learner reads every topic).
+# Which running stage reads which topic (the learner reads every topic; the retry controller the scores).
 READERS = {"scene.requested": ("planner", "learner"), "shot.planned": ("refiner", "learner"),
            "prompt.refined": ("learner",), "frame.rendered": ("scorer", "learner"),
-           "quality.scored": ("learner",), "feedback.submitted": ("learner",)}
+           "quality.scored": ("learner", "retrier"), "feedback.submitted": ("learner",)}
 DECODE_FAULTS = {"ValidationError", "EnvelopeError", "EmptyValue"}
 
 
@@ -168,7 +168,7 @@ async def test_fuzzed_events_are_processed_or_dead_lettered_and_nothing_stalls(s
     assert len(messages) > MESSAGES and 0.15 < sum(m.good for m in messages) / len(messages) < 0.7
     workers.env = {**tower_env, "TOWER_HANDLER_RETRIES": "1", "TOWER_HANDLER_BACKOFF_S": "0.01"}
     await ensure_topics(settings)
-    workers.start("planner", "refiner", "scorer", "learner")
+    workers.start("planner", "refiner", "scorer", "learner", "retrier")
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=2_000_000,
                                 linger_ms=5)
@@ -191,7 +191,8 @@ async def test_fuzzed_events_are_processed_or_dead_lettered_and_nothing_stalls(s
     # Lag 0 for every group, in causal order (stages produce to each other's topics).
     topic = settings.topic
     for stage, names in (("planner", ["scene.requested"]), ("scorer", ["frame.rendered"]),
-                         ("learner", [spec.name for spec in TOPICS]), ("refiner", ["shot.planned"]),
+                         ("learner", [spec.name for spec in TOPICS]), ("retrier", ["quality.scored"]),
+                         ("refiner", ["shot.planned"]),
                          ("learner", [spec.name for spec in TOPICS])):
         await workers.watch(wait_for_group(settings.kafka_bootstrap, settings.app_id(stage),
                                            [topic(n) for n in names], timeout_s=900))

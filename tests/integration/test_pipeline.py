@@ -1,4 +1,4 @@
-"""A scene through all five agents on the real broker, projected into the real database."""
+"""A scene through all six agents on the real broker, projected into the real database."""
 
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
 
 async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings, workers, tower_env, database_url):
     workers.start(*STAGE_NAMES)
-    await produce(settings, [scene_envelope(kai_request("scene-replay"))])
+    # Every attempt under the threshold: each shot is retried once, then sent to review.
+    await produce(settings, [scene_envelope(kai_request("scene-replay", quality_threshold=0.99, max_attempts=2))])
     await workers.watch(follow_scene(settings, "scene-replay", timeout_s=240))
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -138,16 +139,23 @@ async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings
             await asyncio.sleep(0.2)
         live = await pattern_table(conn)
 
-        # A second learner, a new consumer group from offset 0, over the same database: every
-        # event is recognised, nothing is applied twice.
+        # A second learner and retry controller, new consumer groups from offset 0, over the same
+        # database: every event is recognised, nothing is applied twice, no retry is sent again.
         workers.stop_all()
+        follow_ups = {name: len(await read_topic(settings.kafka_bootstrap, settings.topic(name)))
+                      for name in ("shot.planned", "shot.review")}
+        assert follow_ups["shot.planned"] > kai_shot_count(settings.render_fps), "no shot was retried"
         replay = {**tower_env, "TOWER_GROUP_PREFIX": tower_env["TOWER_GROUP_PREFIX"] + "-replay",
-                  "TOWER_LEARNER_EMITS_RETRIES": "false"}
+                  "TOWER_LEARNER_EMITS_ALERTS": "false"}
         workers.env = replay
-        workers.start("learner")
+        workers.start("learner", "retrier")
         topics = [settings.topic(spec.name) for spec in TOPICS]
         await workers.watch(wait_for_group(settings.kafka_bootstrap, replay["TOWER_GROUP_PREFIX"] + "-learner", topics))
+        await workers.watch(wait_for_group(settings.kafka_bootstrap, replay["TOWER_GROUP_PREFIX"] + "-retrier",
+                                           [settings.topic("quality.scored")]))
         assert await pattern_table(conn) == live
+        assert {name: len(await read_topic(settings.kafka_bootstrap, settings.topic(name)))
+                for name in follow_ups} == follow_ups, "a replayed retry controller sent follow-ups again"
 
         # From scratch: wipe the learner's tables and replay again into the empty database.
         workers.stop_all()
@@ -161,7 +169,7 @@ async def test_replaying_quality_scored_rebuilds_the_same_pattern_table(settings
                 break
             await asyncio.sleep(0.2)
         assert await pattern_table(conn) == live
-        # Retraining re-issued no shots (TOWER_LEARNER_EMITS_RETRIES=false).
+        # Retraining re-issued no shots (the learner decides none; no retry controller runs).
         await workers.watch(wait_for_group(settings.kafka_bootstrap, tower_env["TOWER_GROUP_PREFIX"] + "-rebuild-learner", topics))
         assert len(await read_topic(settings.kafka_bootstrap, settings.topic("shot.planned"))) == planned_before
     finally:

@@ -82,14 +82,14 @@ async def test_replay_rebuilds_the_same_table_as_the_learner_and_as_a_group_rese
         assert described.returncode == 0 and settings.topic("quality.scored") in described.stdout, described.stderr
 
         # Kafka's own way: reset the learner's group to the earliest offsets and run the learner
-        # again (retries off) into an empty database.
+        # again (alerts off; the learner sends no retries) into an empty database.
         reset = subprocess.run(
             [str(REPO / "infra/kafka/kafkactl"), "groups", "--group", f"{tower_env['TOWER_GROUP_PREFIX']}-learner",
              "--reset-offsets", "--to-earliest", "--all-topics", "--execute"],
             env=tool_env, capture_output=True, text=True, timeout=120)
         assert reset.returncode == 0, reset.stderr
         await create_database(postgres_url, names[2])
-        workers.env = {**tower_env, "TOWER_DATABASE_URL": urls[2], "TOWER_LEARNER_EMITS_RETRIES": "false"}
+        workers.env = {**tower_env, "TOWER_DATABASE_URL": urls[2], "TOWER_LEARNER_EMITS_ALERTS": "false"}
         workers.start("learner")
         await workers.watch(wait_for_group(settings.kafka_bootstrap, f"{tower_env['TOWER_GROUP_PREFIX']}-learner", learning))
         for _ in range(100):  # its last commit can precede the transaction's end by a moment

@@ -131,7 +131,7 @@ async def test_a_worse_workflow_version_raises_one_regression_alert(database_url
         await pool.close()
 
 
-async def test_a_score_reads_back_what_its_follow_up_needs(database_url, kai_shots):
+async def test_a_score_reads_back_its_workflow_state_once(database_url, kai_shots):
     from store.projections import apply_score
 
     pool = await open_pool(database_url)
@@ -139,20 +139,45 @@ async def test_a_score_reads_back_what_its_follow_up_needs(database_url, kai_sho
         async with pool.acquire() as conn:
             first = scored_envelope(kai_shots[0], "s-1", 0.4)
             applied = await apply_score(conn, first, Origin("learner", "quality.scored", 0, 0))
-            assert applied.claimed and not applied.retry_sent
-            assert (applied.best.attempt, applied.best.composite) == (1, 0.4), "the new score itself is the best"
+            assert applied.claimed
             assert applied.workflow is not None and applied.workflow.samples == 1, "a credited first attempt counts"
 
             second = scored_envelope(kai_shots[0].model_copy(update={"attempt": 2, "escalation": "new-seed"}), "s-2", 0.3)
             applied = await apply_score(conn, second, Origin("learner", "quality.scored", 0, 1))
-            assert (applied.best.attempt, applied.best.composite) == (1, 0.4), "an earlier attempt stays the best"
             assert applied.workflow is None, "a retry is not credited, so not counted for its workflow"
 
-            await conn.execute("UPDATE scores SET retry_sent = true WHERE attempt = 1")
             again = await apply_score(conn, first, Origin("learner", "quality.scored", 0, 0))
-            assert not again.claimed and again.retry_sent, "a redelivery sees the follow-up already sent"
+            assert not again.claimed
             assert again.workflow.samples == 1, "and is not counted twice"
             assert await conn.fetchval("SELECT observations FROM patterns") == 1
+    finally:
+        await pool.close()
+
+
+async def test_the_retry_controller_decides_each_attempt_once_from_its_own_state(database_url, kai_shots):
+    from director.escalation import best_of
+    from store.retries import record_decision, retry_state
+
+    pool = await open_pool(database_url)
+    try:
+        first = scored_envelope(kai_shots[0], "s-1", 0.4)
+        state = await retry_state(pool, first.value)
+        assert not state.decided and state.best is None
+        assert best_of(state.best, first.value).attempt == 1, "the new score itself is the best"
+        await record_decision(pool, first)
+
+        second = scored_envelope(kai_shots[0].model_copy(update={"attempt": 2, "escalation": "new-seed"}), "s-2", 0.3)
+        state = await retry_state(pool, second.value)
+        assert not state.decided and (state.best.attempt, state.best.composite) == (1, 0.4)
+        assert best_of(state.best, second.value).attempt == 1, "an earlier attempt stays the best"
+        await record_decision(pool, second)
+
+        again = await retry_state(pool, first.value)
+        assert again.decided, "a redelivery sees the follow-up already sent"
+        # The same attempt scored again under another id: still one decision, the first kept.
+        await record_decision(pool, scored_envelope(kai_shots[0], "s-1-again", 0.9))
+        assert await pool.fetchval("SELECT count(*) FROM retry_decisions") == 2
+        assert (await retry_state(pool, second.value)).best.composite == 0.4
     finally:
         await pool.close()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from director.escalation import credited, retry_of, review_of, rung
+from director.escalation import BestAttempt, best_of, credited, follow_up, retry_of, review_of, rung
 from director.learning import fold, is_final
 from director.modifiers import MODIFIERS
 from director.refiner import BASE_CFG, BASE_STEPS, refine
@@ -82,3 +82,24 @@ def test_an_unknown_kept_modifier_falls_back_to_sampling(kai_shots, escalation):
     # A retry from another producer may name a modifier this version does not have.
     prompt = refined(kai_shots[0], attempt=2, escalation=escalation, keep_modifier="retired", tried_modifiers=["retired"])
     assert prompt.modifier in MODIFIERS
+
+
+def test_the_retry_controller_decides_from_the_shots_best_attempt(kai_shots):
+    planned = kai_shots[0].model_copy(update={"max_attempts": 4, "quality_threshold": 0.6})
+    first = scored(planned, "clean-cel", 0.5)
+    best = best_of(None, first)
+    assert best == BestAttempt(1, 0.5, "clean-cel")
+    assert best_of(best, scored(planned, "ink-wash", 0.5, attempt=2)) == best, "a tie keeps the earlier attempt"
+    assert best_of(best, scored(planned, "ink-wash", 0.9, attempt=2, status="failed")) == best, "unscored: no candidate"
+    assert follow_up(scored(planned, "clean-cel", 0.7), best) is None, "a pass needs nothing"
+
+    retry = follow_up(first, best)
+    assert retry.attempt == 2 and retry.escalation == "new-seed"
+    third = scored(planned.model_copy(update={"escalation": "new-modifier"}), "ink-wash", 0.2, attempt=3)
+    setting = follow_up(third, best_of(best, third))
+    assert setting.escalation == "workflow-setting" and setting.keep_modifier == "clean-cel", "the best modifier so far"
+
+    last = scored(planned, "ink-wash", 0.3, attempt=4)
+    review = follow_up(last, best_of(best, last))
+    assert review.shot_number == planned.shot.shot_number and (review.best_attempt, review.best_composite) == (1, 0.5)
+    assert "no attempt could be scored" in follow_up(last.model_copy(update={"status": "failed"}), None).reason
