@@ -126,6 +126,15 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
     progress: SceneProgress = await workers.watch(follower)
     workers.assert_alive()
     assert len(progress.finals) == progress.shot_count
+    # The scene may finish before a restarted worker has rejoined: wait until each has handled
+    # again what it handled before the kill (nothing was committed, so it is all redelivered).
+    for stage in ("renderer", "learner", "retrier"):
+        latest = workers.log_dir / f"{stage}.{workers.starts[stage]}.log"
+        deadline = asyncio.get_running_loop().time() + 120
+        while " handled " not in latest.read_text(errors="replace"):
+            workers.assert_alive()
+            assert asyncio.get_running_loop().time() < deadline, f"the restarted {stage} handled nothing\n{workers.tail()}"
+            await asyncio.sleep(0.3)
 
     events = {spec.name: await read_topic(settings.kafka_bootstrap, settings.topic(spec.name)) for spec in TOPICS}
     distinct = {name: {header_map(r.headers)["ce_id"] for r in records} for name, records in events.items()}
