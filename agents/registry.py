@@ -15,6 +15,7 @@ STAGE_PATHS: dict[str, str] = {
     "scorer": "agents.scorer:ScorerStage",
     "learner": "agents.learner:Learner",
     "retrier": "agents.retrier:RetryController",
+    "editor": "agents.editor:Editor",
 }
 STAGE_NAMES: tuple[str, ...] = tuple(STAGE_PATHS)
 

@@ -27,6 +27,7 @@ def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
         frame_count=len(rendered.frames),
         scorer_version=score.scorer_version,
         device=score.device,
+        frames=rendered.frames if score.status == "ok" else [],
     )
 
 

@@ -10,7 +10,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eventlog.follow import new_scene_id
-from events.models import CharacterSheets, ExternalScores, Probability, PromptSpec, SceneId, SceneRequested, ShotSpec
+from events.models import (
+    AssembledShot,
+    CharacterContinuity,
+    CharacterSheets,
+    CutContinuity,
+    ExternalScores,
+    Probability,
+    PromptSpec,
+    SceneId,
+    SceneRequested,
+    ShotSpec,
+)
 
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
 Description = Annotated[str, Field(min_length=1, max_length=2000, description="What happens in the scene.")]
@@ -329,6 +340,35 @@ class Failure(BaseModel):
     failed_at: datetime
 
 
+class AssembledFile(BaseModel):
+    url: str = Field(description="Where the API serves it.")
+    uri: str = Field(description="Its path in the media store.")
+    media_type: str
+    sha256: str
+    bytes: int
+
+
+class SceneAssembly(BaseModel):
+    """The scene's latest cut (`scene.assembled`): its files, the attempt used per shot, continuity."""
+
+    event_id: str
+    assembled_at: datetime
+    assembly_version: str
+    inputs_sha256: str
+    fps: int
+    width: int
+    height: int
+    frame_count: int
+    duration_s: float
+    video: AssembledFile
+    storyboard: AssembledFile
+    timeline: AssembledFile
+    shots: list[AssembledShot]
+    cuts: list[CutContinuity]
+    characters: list[CharacterContinuity]
+    discontinuities: int
+
+
 class SceneDetail(BaseModel):
     scene: SceneSummary
     overall_mood: str | None = None
@@ -336,6 +376,9 @@ class SceneDetail(BaseModel):
     shots: list[Shot]
     feedback: list[FeedbackRow]
     failures: list[Failure] = Field(description="Dead-lettered events of the scene, with the reason.")
+    assembly: SceneAssembly | None = Field(
+        None, description="The scene's video, storyboard and timeline once every shot is final and the editor has "
+        "cut it (`scene.assembled`); null before.")
 
 
 class PatternRow(BaseModel):

@@ -111,18 +111,19 @@ class Envelope(Generic[M]):
             pairs.append(("ce_causationid", self.causation_id))
         return [(name, value.encode()) for name, value in pairs]
 
-    def derive(self, value: BaseModel, *, source: str, index: int = 0) -> Envelope:
+    def derive(self, value: BaseModel, *, source: str, index: int = 0, basis: str | None = None) -> Envelope:
         """A child event of this one: same scene and session, causation = this event.
 
         Its id is derived from this event's id, the child's type and ``index`` (the position
         among this event's children of that type), so handling this event again yields the
-        same child ids.
+        same child ids. An event that any of several inputs may cause (a scene's assembly, by
+        whichever shot finished last) derives its id from ``basis`` instead: what it is made of.
         """
         from events.topics import EVENT_TYPES  # topics imports models; keep this module leaf-level
 
         event_type = EVENT_TYPES[type(value)].event_type
         return Envelope(
-            id=derive_event_id(self.id, event_type, index),
+            id=derive_event_id(basis if basis is not None else self.id, event_type, index),
             source=source,
             type=event_type,
             scene_id=self.scene_id,

@@ -261,6 +261,10 @@ class QualityScored(_ShotAttempt):
     frame_count: Annotated[int, Field(ge=0, le=MAX_FRAMES)] = 0
     scorer_version: Label
     device: Label
+    frames: list[FrameRef] = Field(
+        default_factory=list, description="The frames scored (the attempt's `frame.rendered` frames, verified by "
+        "sha256): what the editor cuts the scene from. Empty when the render failed.",
+    )
 
 
 class RenderProgress(_Event):
@@ -323,3 +327,77 @@ class FeedbackSubmitted(_Event):
         if self.source == "external" and not self.scores.present():
             raise ValueError("external feedback needs at least one of ssim, optical_flow, consistency")
         return self
+
+
+class MediaFile(_Model):
+    """A file the editor wrote into the media store."""
+
+    uri: str = Field(description="Path relative to the media store root.")
+    media_type: Label
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(ge=0)]
+
+
+class AssembledShot(_Model):
+    """One shot of an assembled scene: which attempt was cut in, and where it sits in the video."""
+
+    shot_number: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = Field(
+        description="The attempt cut in (the passing one, else the best scored); none: no attempt could be scored "
+        "and the shot is a slate.")
+    outcome: Literal["accepted", "needs_review", "missing"]
+    modifier: Label | None = None
+    composite: Probability | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    camera_angle: Label
+    camera_movement: Label
+    action: Annotated[str, Field(max_length=2000)] = ""
+    start_frame: Annotated[int, Field(ge=0, le=MAX_FRAMES * MAX_SHOTS)]
+    frame_count: Annotated[int, Field(ge=1, le=MAX_FRAMES)]
+    duration_s: Annotated[float, Field(gt=0)]
+    source_frames: Annotated[int, Field(ge=0, le=MAX_FRAMES)] = Field(
+        description="Frames the attempt rendered; retimed to `frame_count` (the plan's duration at the scene's fps).")
+
+
+class CutContinuity(_Model):
+    """How alike the two sides of a cut look, by weight-free measures (see docs/ARCHITECTURE.md)."""
+
+    after_shot: Annotated[int, Field(ge=1, le=MAX_SHOTS)]
+    colour_distance: Annotated[float, Field(ge=0)] = Field(
+        description="Distance between the colour statistics (CIELAB mean and spread) of the frames either side, in "
+        "Delta E units: 0 the same, about 2 just noticeable, over 20 or so another palette.")
+    hash_distance: Annotated[float, Field(ge=0, le=1)] = Field(
+        description="Share of perceptual-hash bits that differ between the keyframes either side.")
+    discontinuity: bool
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class CharacterContinuity(_Model):
+    """How alike a character's shots look, colour for colour (no detector: the whole frame)."""
+
+    character: Annotated[str, Field(max_length=64)]
+    shots: list[Annotated[int, Field(ge=1, le=MAX_SHOTS)]]
+    max_colour_distance: Annotated[float, Field(ge=0)]
+    discontinuity: bool
+
+
+class SceneAssembled(_Event):
+    """``scene.assembled``: every shot of the scene is final and the editor has cut it together:
+    the video, the storyboard and the timeline, with what went into them."""
+
+    assembly_version: Label
+    inputs_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Digest of what was assembled (the attempts and their frames, the version): the same inputs "
+        "give the same digest, event id and bytes.")
+    fps: Annotated[int, Field(ge=1, le=60)]
+    width: Annotated[int, Field(ge=2, le=8192)]
+    height: Annotated[int, Field(ge=2, le=8192)]
+    frame_count: Annotated[int, Field(ge=1, le=MAX_FRAMES * MAX_SHOTS)]
+    duration_s: Annotated[float, Field(gt=0)]
+    video: MediaFile
+    storyboard: MediaFile
+    timeline: MediaFile
+    shots: list[AssembledShot]
+    cuts: list[CutContinuity] = Field(default_factory=list)
+    characters: list[CharacterContinuity] = Field(default_factory=list)
+    discontinuities: Annotated[int, Field(ge=0)] = 0

@@ -14,6 +14,7 @@ from events.models import (
     QualityScored,
     RegressionDetected,
     RenderProgress,
+    SceneAssembled,
     SceneRequested,
     ShotPlanned,
     ShotReviewRequested,
@@ -60,6 +61,10 @@ SHOT_REVIEW = TopicSpec("shot.review", ShotReviewRequested, "tower.shot.review.v
 # Regressions of a workflow version against the one before it: for people and dashboards.
 QUALITY_ALERTS = TopicSpec("quality.alerts", RegressionDetected, "tower.quality.alerts.v1", retention_ms=-1)
 
+# A scene cut together once every shot is final (again after a shot is regenerated): the film's
+# log, kept forever like the scores.
+SCENE_ASSEMBLED = TopicSpec("scene.assembled", SceneAssembled, "tower.scene.assembled.v1", retention_ms=-1)
+
 # The pipeline's chain, in causal order.
 PIPELINE: tuple[TopicSpec, ...] = (
     SCENE_REQUESTED,
@@ -68,8 +73,9 @@ PIPELINE: tuple[TopicSpec, ...] = (
     FRAME_RENDERED,
     QUALITY_SCORED,
 )
-# What the agents consume, each with a dead-letter topic: the chain, and feedback for the learner.
-TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED)
+# What the agents consume, each with a dead-letter topic: the chain, feedback for the learner, and
+# the assembled scenes (the learner projects them for the API).
+TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED, SCENE_ASSEMBLED)
 # Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
 SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS, SHOT_REVIEW, QUALITY_ALERTS)
 # Dead letters are kept four times longer: someone has to look at them.

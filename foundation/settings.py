@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="Scores one retry controller worker decides at once: their database round trips "
         "and produce acknowledgements overlap (offsets committed only past completed work; a shot's attempts in order).",
     )
+    edit_in_flight: int = Field(
+        2, ge=1, le=16, description="Scores one editor worker reads at once; a scene is cut in a thread, so a long "
+        "encode does not stop the others (a shot's attempts in order).",
+    )
+    editor_crossfade_frames: int = Field(
+        0, ge=0, le=120, description="Frames of dissolve before each cut of an assembled scene; 0: hard cuts. "
+        "Every shot keeps its planned length.",
+    )
+    editor_continuity_threshold: float = Field(
+        20.0, gt=0, le=300, description="Colour distance (CIELAB Delta E of the frames' colour statistics) over which "
+        "a cut, or a character's shots, are reported as a continuity break in `scene.assembled` and on the panel.",
+    )
     scorer_device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Scoring device: `auto` takes CUDA when there is one."
     )

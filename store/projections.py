@@ -30,6 +30,7 @@ from events.models import (
     PromptRefined,
     QualityScored,
     RegressionDetected,
+    SceneAssembled,
     SceneRequested,
     ShotPlanned,
 )
@@ -84,6 +85,8 @@ async def apply_event(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
             await _prompt(conn, envelope, value)
         elif isinstance(value, FrameRendered):
             await _frames(conn, envelope, value)
+        elif isinstance(value, SceneAssembled):
+            await _assembly(conn, envelope, value)
         elif isinstance(value, FeedbackSubmitted):
             evidence = evidence_of(value)
             await _feedback(conn, envelope, value, evidence)
@@ -115,6 +118,17 @@ async def _scene(conn: asyncpg.Connection, env: Envelope, v: SceneRequested) -> 
             " ON CONFLICT (session_id) DO UPDATE SET scene_count = sessions.scene_count + 1",
             v.session_id, env.time,
         )
+
+
+async def _assembly(conn: asyncpg.Connection, env: Envelope, v: SceneAssembled) -> None:
+    """The scene's latest cut (by event time; a later regeneration re-cuts it)."""
+    await conn.execute(
+        "INSERT INTO scene_assemblies AS a (scene_id, event_id, assembled_at, inputs_sha256, payload)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scene_id) DO UPDATE SET event_id = EXCLUDED.event_id,"
+        " assembled_at = EXCLUDED.assembled_at, inputs_sha256 = EXCLUDED.inputs_sha256, payload = EXCLUDED.payload"
+        " WHERE (EXCLUDED.assembled_at, EXCLUDED.event_id) > (a.assembled_at, a.event_id)",
+        v.scene_id, env.id, env.time, v.inputs_sha256, v.model_dump_json(),
+    )
 
 
 async def _shot(conn: asyncpg.Connection, env: Envelope, v: ShotPlanned) -> None:

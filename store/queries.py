@@ -279,7 +279,18 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         shot["needs_review"] = finished and not any(a["passed"] for a in shot["attempts"])
         plan.append(shot)
     return {"scene": scene, "shots": plan, "feedback": [_plain(f) for f in feedback],
-            "failures": [dict(f) for f in failures]}
+            "failures": [dict(f) for f in failures], "assembly": await scene_assembly(conn, scene_id)}
+
+
+async def scene_assembly(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> dict[str, Any] | None:
+    """The scene's latest ``scene.assembled`` (its value, with the event's id and time), if any."""
+    row = await conn.fetchrow("SELECT event_id, assembled_at, payload FROM scene_assemblies WHERE scene_id = $1",
+                              scene_id)
+    if row is None:
+        return None
+    payload = row["payload"]
+    return {**(json.loads(payload) if isinstance(payload, str) else payload), "event_id": row["event_id"],
+            "assembled_at": row["assembled_at"]}
 
 
 def _retry_reason(previous: dict[str, Any] | None, threshold: float | None) -> str:

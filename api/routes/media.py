@@ -13,7 +13,7 @@ from api.security import require_read
 
 router = APIRouter(tags=["media"], dependencies=[Depends(require_read)])
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-               ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm"}
+               ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm", ".otio": "application/json"}
 
 
 def media_file(root: Path, relative: str) -> Path | None:

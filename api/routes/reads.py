@@ -75,7 +75,17 @@ async def scene(scene_id: Id, request: Request, wait: Wait = 0) -> dict[str, Any
         "shots": shots,
         "feedback": detail["feedback"],
         "failures": detail["failures"],
+        "assembly": _with_urls(scene_id, detail["assembly"]),
     }
+
+
+def _with_urls(scene_id: str, assembly: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The assembly with each file's URL on this API (:mod:`api.routes.assembly`)."""
+    if assembly is None:
+        return None
+    files = {part: {**assembly[part], "url": f"/api/director/scenes/{scene_id}/{part}"}
+             for part in ("video", "storyboard", "timeline")}
+    return {**assembly, **files}
 
 
 @router.get("/batches/{batch_id}", response_model=BatchProgress, responses=NOT_FOUND,

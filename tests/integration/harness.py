@@ -110,3 +110,20 @@ async def wait_for_group(bootstrap: str, group: str, topics: list[str], *, timeo
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def until_assembled(bootstrap: str, topic: str, scene_id: str, *, timeout_s: float = 120.0) -> list:
+    """The ``scene.assembled`` records of ``scene_id`` on ``topic``, once there is one: the editor
+    cuts a scene shortly after its last shot is final, so a test that counts every event of a
+    finished scene waits for it first."""
+    from events.envelope import scene_of_key
+    from foundation.kafka import read_topic
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [r for r in await read_topic(bootstrap, topic, timeout_s=2) if scene_of_key(r.key) == scene_id]
+        if records:
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"scene {scene_id} was not assembled on {topic} within {timeout_s:.0f} s")
+        await asyncio.sleep(0.3)

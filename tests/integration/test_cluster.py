@@ -24,7 +24,7 @@ from events.envelope import header_map
 from events.topics import TOPICS
 from foundation.kafka import ensure_topics, read_topic
 from foundation.settings import Settings
-from tests.integration.harness import REPO, warm_up
+from tests.integration.harness import REPO, until_assembled, warm_up
 from tests.integration.test_pipeline import kai_request
 
 KAFKACTL = str(REPO / "infra/kafka/kafkactl")
@@ -110,7 +110,8 @@ async def test_topics_are_replicated_three_times_and_a_scene_survives_a_broker_c
         workers.assert_alive()
         assert len(progress.finals) == progress.shot_count
 
-        # Nothing applied twice: one projection row per distinct event.
+        # Nothing applied twice: one projection row per distinct event (the scene's cut included).
+        await workers.watch(until_assembled(cluster["bootstrap"], settings.topic("scene.assembled"), "scene-cluster"))
         events = {spec.name: await read_topic(cluster["bootstrap"], settings.topic(spec.name)) for spec in TOPICS}
         distinct = sum(len({header_map(r.headers)["ce_id"] for r in records}) for records in events.values())
         conn = await asyncpg.connect(settings.database_url)

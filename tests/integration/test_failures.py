@@ -21,11 +21,13 @@ from events.models import ShotPlanned
 from events.topics import TOPICS, dead_letter_topic
 from foundation.kafka import read_topic
 from store.queries import pattern_table
+from tests.integration.harness import until_assembled
 from tests.integration.test_pipeline import kai_request, kai_shot_count
 
 # The stage whose input each topic is (the learner also projects every topic).
 OWNER = {"scene.requested": "planner", "shot.planned": "refiner", "prompt.refined": "renderer",
-         "frame.rendered": "scorer", "quality.scored": "retrier", "feedback.submitted": "learner"}
+         "frame.rendered": "scorer", "quality.scored": "retrier", "feedback.submitted": "learner",
+         "scene.assembled": "learner"}
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(settings, workers):
@@ -67,7 +69,8 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(se
 
     for spec in TOPICS:
         topic = settings.topic(spec.name)
-        readers = 1 if OWNER[spec.name] == "learner" else 2  # the owner, and the learner projecting it
+        # The owner, the learner projecting it, and the editor, which also reads the scores.
+        readers = {"learner": 1, "retrier": 3}.get(OWNER[spec.name], 2)
         letters = await read_topic(settings.kafka_bootstrap, dead_letter_topic(topic), expect=2 * readers)
         mine = [r for r in letters if header_map(r.headers)["dlq_consumer"] == OWNER[spec.name]]
         assert len(mine) == 2, (spec.name, [header_map(r.headers) for r in letters])
@@ -135,6 +138,7 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
             workers.assert_alive()
             assert asyncio.get_running_loop().time() < deadline, f"the restarted {stage} handled nothing\n{workers.tail()}"
             await asyncio.sleep(0.3)
+    await workers.watch(until_assembled(settings.kafka_bootstrap, settings.topic("scene.assembled"), "scene-crash"))
 
     events = {spec.name: await read_topic(settings.kafka_bootstrap, settings.topic(spec.name)) for spec in TOPICS}
     distinct = {name: {header_map(r.headers)["ce_id"] for r in records} for name, records in events.items()}

@@ -43,7 +43,8 @@ BROKER_LIMIT = 1_048_588
 # Which running stage reads which topic (the learner reads every topic; the retry controller the scores).
 READERS = {"scene.requested": ("planner", "learner"), "shot.planned": ("refiner", "learner"),
            "prompt.refined": ("learner",), "frame.rendered": ("scorer", "learner"),
-           "quality.scored": ("learner", "retrier"), "feedback.submitted": ("learner",)}
+           "quality.scored": ("learner", "retrier", "editor"), "feedback.submitted": ("learner",),
+           "scene.assembled": ("learner",)}
 DECODE_FAULTS = {"ValidationError", "EnvelopeError", "EmptyValue"}
 
 
@@ -168,7 +169,7 @@ async def test_fuzzed_events_are_processed_or_dead_lettered_and_nothing_stalls(s
     assert len(messages) > MESSAGES and 0.15 < sum(m.good for m in messages) / len(messages) < 0.7
     workers.env = {**tower_env, "TOWER_HANDLER_RETRIES": "1", "TOWER_HANDLER_BACKOFF_S": "0.01"}
     await ensure_topics(settings)
-    workers.start("planner", "refiner", "scorer", "learner", "retrier")
+    workers.start("planner", "refiner", "scorer", "learner", "retrier", "editor")
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=2_000_000,
                                 linger_ms=5)
@@ -192,6 +193,7 @@ async def test_fuzzed_events_are_processed_or_dead_lettered_and_nothing_stalls(s
     topic = settings.topic
     for stage, names in (("planner", ["scene.requested"]), ("scorer", ["frame.rendered"]),
                          ("learner", [spec.name for spec in TOPICS]), ("retrier", ["quality.scored"]),
+                         ("editor", ["quality.scored"]), ("learner", [spec.name for spec in TOPICS]),
                          ("refiner", ["shot.planned"]),
                          ("learner", [spec.name for spec in TOPICS])):
         await workers.watch(wait_for_group(settings.kafka_bootstrap, settings.app_id(stage),

@@ -15,10 +15,10 @@ from eventlog.follow import follow_scene, produce, scene_envelope
 from events.codec import decode_value
 from events.envelope import header_map, scene_of_key
 from events.models import QualityScored, SceneRequested, ShotReviewRequested
-from events.topics import BY_NAME, PIPELINE, TOPICS
+from events.topics import BY_NAME, PIPELINE, SCENE_ASSEMBLED, TOPICS
 from foundation.kafka import read_topic
 from store.queries import pattern_table
-from tests.integration.harness import wait_for_group
+from tests.integration.harness import until_assembled, wait_for_group
 
 KAI = "Create a scene where Kai fights the dragon"
 
@@ -35,9 +35,9 @@ def kai_shot_count(fps: int = 4) -> int:
 
 
 async def topic_events(settings, scene_id: str) -> dict[str, list]:
-    """Every event of the scene per topic: (envelope headers, value, record)."""
+    """Every event of the scene per topic: (envelope headers, value, record); its cut included."""
     result = {}
-    for spec in PIPELINE:
+    for spec in (*PIPELINE, SCENE_ASSEMBLED):
         records = await read_topic(settings.kafka_bootstrap, settings.topic(spec.name))
         result[spec.name] = [
             (header_map(r.headers), decode_value(spec.model, r.value), r)
@@ -51,6 +51,7 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
     workers.start(*STAGE_NAMES)
     await produce(settings, [scene_envelope(kai_request("scene-e2e"))])
     progress = await workers.watch(follow_scene(settings, "scene-e2e", timeout_s=240))
+    await workers.watch(until_assembled(settings.kafka_bootstrap, settings.topic("scene.assembled"), "scene-e2e"))
     workers.assert_alive()
     events = await topic_events(settings, "scene-e2e")
 
@@ -62,6 +63,7 @@ async def test_scene_crosses_all_five_topics_in_order_and_is_projected(settings,
         "prompt.refined": {"shot.planned"},
         "frame.rendered": {"prompt.refined"},
         "quality.scored": {"frame.rendered"},
+        "scene.assembled": {"quality.scored"},  # the score that made the last shot final
     }
     for topic, parents in expected_parent.items():
         for headers, value, record in events[topic]:
