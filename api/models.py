@@ -130,6 +130,29 @@ class Links(BaseModel):
     session: str
 
 
+class RegenerateRequest(BaseModel):
+    """A person's direction for one shot's next attempt; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")] | None = Field(
+        None, description="What to change, in words; added to the generation prompt.")
+    prompt: Annotated[str, Field(min_length=1, max_length=4000, pattern=r"^[^\x00]*$")] | None = Field(
+        None, description="A generation prompt to use instead of the refined one.")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    modifier: Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")] | None = Field(
+        None, description="The prompt pattern (see GET /api/director/patterns); unset: the one of the attempt cut in.")
+
+
+class RegenerateResponse(BaseModel):
+    status: Literal["accepted", "already_requested"]
+    scene_id: str
+    shot_number: int
+    attempt: int = Field(description="The new attempt's number; the scene is cut again once it is scored.")
+    event_id: str
+    links: Links
+
+
 class IntegrateResponse(BaseModel):
     status: Literal["accepted"] = "accepted"
     session_id: str
@@ -294,6 +317,9 @@ class Attempt(BaseModel):
     backend: str | None = None
     score: Score | None = None
     retry_reason: str | None = Field(None, description="Why this attempt was made (the previous one's outcome).")
+    escalation: str | None = Field(
+        None, description="What this attempt changed: `initial`, `new-seed`, `new-modifier`, `workflow-setting`, or "
+        "`directed` (a person regenerated the shot).")
     frames: list[Frame]
 
 

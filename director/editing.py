@@ -5,7 +5,8 @@ Pure: the editor stage (:mod:`agents.editor`) gives it the scores it has kept, a
 passed or its budget is spent (:func:`director.escalation.is_final`); the attempt cut in is the
 passing one, else the best scored (the shot needs review), else none (a slate: no attempt could
 be scored). Each shot lasts its planned duration at the scene's frame rate, whatever number of
-frames its attempt rendered (:func:`retime`).
+frames its attempt rendered (:func:`retime`). A shot a person regenerated (a ``directed``
+attempt) is cut from the latest such attempt that could be scored: they asked for it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Take:
     ok: bool  # it could be scored
     passed: bool
     final: bool
+    directed: bool  # a person regenerated the shot: the take they asked for is the one cut in
     composite: float
     modifier: str
     metrics: dict[str, float]
@@ -42,7 +44,7 @@ class Take:
     @classmethod
     def of(cls, scored: QualityScored) -> Take:
         return cls(scored.shot, scored.attempt, scored.status == "ok", scored.passed, is_final(scored),
-                   scored.composite, scored.prompt.modifier, dict(scored.metrics),
+                   scored.escalation == "directed", scored.composite, scored.prompt.modifier, dict(scored.metrics),
                    tuple(sorted(scored.frames, key=lambda frame: frame.index)))
 
 
@@ -81,6 +83,10 @@ def kept_take(takes: Iterable[Take]) -> tuple[Take | None, Outcome] | None:
     takes = list(takes)
     if not any(take.final for take in takes):
         return None
+    directed = [t for t in takes if t.directed and t.ok and t.frames]
+    if directed:  # the latest regeneration a person asked for, whatever its score
+        latest = max(directed, key=lambda t: t.attempt)
+        return latest, "accepted" if latest.passed else "needs_review"
     passed = [t for t in takes if t.passed]
     if passed:
         return max(passed, key=_rank), "accepted"

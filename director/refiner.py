@@ -131,6 +131,11 @@ def choose_modifier(planned: ShotPlanned, posteriors: Mapping[str, Posterior], s
     """
     if planned.escalation in ("new-seed", "workflow-setting") and planned.keep_modifier in MODIFIERS:
         return Choice(planned.keep_modifier, 1.0, {})
+    if planned.escalation == "directed":  # a person's choice, not the policy's: logged with probability 1
+        named = planned.direction.modifier if planned.direction else None
+        for modifier in (named, planned.keep_modifier):
+            if modifier in MODIFIERS:
+                return Choice(modifier, 1.0, {})
     tried = planned.tried_modifiers if planned.attempt > 1 else []
     candidates = candidate_modifiers(tried)
     if policy.startswith("fixed:") and policy.removeprefix("fixed:") in candidates:
@@ -162,6 +167,7 @@ def refine(
     policy: str = "thompson",
 ) -> PromptRefined:
     shot = planned.shot
+    direction = planned.direction if planned.escalation == "directed" else None
     seed = decision_seed(planned.scene_id, shot.shot_number, planned.attempt, learner_version)
     choice = choose_modifier(planned, posteriors, seed, policy)
     modifier = MODIFIERS[choice.modifier]
@@ -181,10 +187,14 @@ def refine(
         )
         if part
     )
+    if direction is not None and direction.prompt:
+        prompt = direction.prompt
+    if direction is not None and direction.note:
+        prompt = f"{prompt}, {direction.note}"
     spec = PromptSpec(
         prompt=prompt,
         negative_prompt=f"{BASE_NEGATIVE}, {modifier.negative_text}",
-        seed=seed % 2**32,
+        seed=direction.seed if direction is not None and direction.seed is not None else seed % 2**32,
         steps=steps,
         cfg=cfg,
         sampler="euler_ancestral",

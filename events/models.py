@@ -121,8 +121,20 @@ class ShotSpec(_Model):
 
 
 # What an attempt changes against the shot's earlier ones (the escalation ladder, see
-# director.escalation): the first attempt, then a new seed, a new modifier, another sampler setting.
-Escalation = Literal["initial", "new-seed", "new-modifier", "workflow-setting"]
+# director.escalation): the first attempt, then a new seed, a new modifier, another sampler setting;
+# or a person's regeneration of the shot ("directed", with its `direction`).
+Escalation = Literal["initial", "new-seed", "new-modifier", "workflow-setting", "directed"]
+
+
+class Direction(_Model):
+    """A person's direction for regenerating one shot: what to change, and why."""
+
+    note: Annotated[str, Field(max_length=1000)] | None = Field(
+        None, description="What the person wants (\"less motion blur, Kai's scarf red\"): added to the prompt.")
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)] | None = Field(
+        None, description="A generation prompt to use instead of the refined one.")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = Field(None, description="The seed to render with.")
+    modifier: Label | None = Field(None, description="The prompt pattern to use; unset: the one of the attempt cut in.")
 
 
 class _ShotAttempt(_Event):
@@ -138,7 +150,8 @@ class _ShotAttempt(_Event):
         "initial",
         description="What this attempt changes: `initial` (the policy's choice over every modifier), "
         "`new-seed` (same modifier and settings, another seed), `new-modifier` (an untried modifier), "
-        "`workflow-setting` (the best modifier so far with more steps and another cfg).",
+        "`workflow-setting` (the best modifier so far with more steps and another cfg), `directed` (a person "
+        "regenerated the shot with a `direction`: not the policy's choice, so never credited to a pattern).",
     )
     retry_reason: Annotated[str, Field(max_length=1000)] | None = Field(
         None, description="Why this attempt was made (retries only)."
@@ -149,6 +162,7 @@ class _ShotAttempt(_Event):
     character_sheets: CharacterSheets = Field(
         default_factory=dict, description="The designs of the scene's characters (given or remembered)."
     )
+    direction: Direction | None = Field(None, description="A person's direction (`directed` attempts only).")
 
 
 class ShotPlanned(_ShotAttempt):

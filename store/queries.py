@@ -119,6 +119,7 @@ async def scene_report(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
         "attempts": [_plain(r) for r in attempts],
         "pattern_updates": [_plain(r) for r in updates],
         "failures": [dict(f) for f in failures],
+        "assembly": await scene_assembly(conn, scene_id),
     }
 
 
@@ -274,7 +275,10 @@ async def scene_detail(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -
             previous = attempt
         scored = [a for a in shot["attempts"] if a["score_status"] == "ok"]
         finished = any(a["final"] for a in shot["attempts"])
-        best = max(scored, key=lambda a: (a["composite"], -a["attempt"])) if scored and finished else None
+        # As the editor cuts it: the latest regeneration a person asked for, else the best score.
+        directed = [a for a in scored if a.get("escalation") == "directed"]
+        best = (max(directed, key=lambda a: a["attempt"]) if directed
+                else max(scored, key=lambda a: (a["composite"], -a["attempt"]))) if scored and finished else None
         shot["accepted_attempt"] = best["attempt"] if best else None
         shot["needs_review"] = finished and not any(a["passed"] for a in shot["attempts"])
         plan.append(shot)

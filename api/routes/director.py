@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from pydantic import ValidationError
 
 from api.backends import Backends
@@ -29,15 +29,18 @@ from api.models import (
     Links,
     PlanRequest,
     PlanResponse,
+    RegenerateRequest,
+    RegenerateResponse,
     scene_request,
 )
 from api.problems import Problem
 from api.security import require_read, require_write
 from director.learning import evidence_of
+from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
 from eventlog.follow import scene_envelope
 from events.envelope import Envelope, derive_event_id
-from events.models import FeedbackSubmitted, SceneRequested, ShotPlanned
+from events.models import MAX_SHOTS, Direction, FeedbackSubmitted, SceneRequested, ShotPlanned
 from events.topics import FEEDBACK_SUBMITTED
 from foundation.settings import Settings
 from render.backends import workflow_name
@@ -49,6 +52,7 @@ from store.queries import (
     scene_exists,
 )
 from store.refining import refine_planned
+from store.regenerating import RegenerationRefused, mark_published, plan_regeneration
 
 router = APIRouter(prefix="/api/director", tags=["director"])
 SOURCE = "tower/api"
@@ -130,6 +134,36 @@ def _links(request: Request, scene_id: str, session_id: str) -> Links:
     base = "/api/director"
     return Links(scene=f"{base}/scenes/{scene_id}", events=f"{base}/scenes/{scene_id}/events",
                  session=f"{base}/sessions/{session_id}")
+
+
+@router.post("/scenes/{scene_id}/shots/{shot_number}/regenerate", status_code=202, response_model=RegenerateResponse,
+             dependencies=[Depends(require_write)],
+             responses={200: {"description": "The same request was made before: its attempt, nothing started again",
+                              "model": RegenerateResponse},
+                        404: {"description": "No such scene or shot"}},
+             summary="Regenerate one shot on a person's direction (a new attempt of that shot only)")
+async def regenerate(scene_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")],
+                     shot_number: Annotated[int, Path(ge=1, le=MAX_SHOTS)], request: Request, response: Response,
+                     body: RegenerateRequest | None = None) -> RegenerateResponse:
+    backends = backends_of(request)
+    direction = Direction(**(body or RegenerateRequest()).model_dump())
+    if direction.modifier is not None and direction.modifier not in MODIFIERS:
+        raise Problem(422, f"no modifier {direction.modifier!r}; modifiers: {', '.join(MODIFIERS)}",
+                      title="Invalid request")
+    try:
+        planned = await backends.query(lambda pool: plan_regeneration(pool, scene_id, shot_number, direction,
+                                                                       source=SOURCE))
+    except RegenerationRefused as exc:
+        raise Problem(404, str(exc)) from exc
+    if not planned.published:
+        await backends.publish([planned.envelope])
+        await backends.query(lambda pool: mark_published(pool, planned.envelope.id))
+    if not planned.new:
+        response.status_code = 200
+    value = planned.envelope.value
+    return RegenerateResponse(status="accepted" if planned.new else "already_requested", scene_id=scene_id,
+                              shot_number=shot_number, attempt=value.attempt, event_id=planned.envelope.id,
+                              links=_links(request, scene_id, value.session_id))
 
 
 @router.post("/workflow/integrate", status_code=202, response_model=IntegrateResponse,

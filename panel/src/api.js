@@ -57,4 +57,5 @@ export const endpoints = {
   session: (id, { wait = 0 } = {}) => waiting(`/api/director/sessions/${encodeURIComponent(id)}`, wait),
   scene: (id, { wait = 0 } = {}) => waiting(`/api/director/scenes/${encodeURIComponent(id)}`, wait),
   events: (id) => `/api/director/scenes/${encodeURIComponent(id)}/events`,
+  regenerate: (id, shot) => `/api/director/scenes/${encodeURIComponent(id)}/shots/${shot}/regenerate`,
 }

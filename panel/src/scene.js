@@ -15,6 +15,7 @@ export function newScene(id, sessionId, description = '') {
   return {
     id, sessionId, description, characters: [], style: '', status: 'waiting', connection: 'idle',
     shotCount: null, overallMood: '', lighting: '', shots: {}, feedback: [], failure: null, events: 0,
+    assembly: null,
   }
 }
 
@@ -125,6 +126,7 @@ export function mergeDetail(scene, detail) {
   scene.overallMood = detail.overall_mood || scene.overallMood
   scene.lighting = detail.lighting_suggestions || scene.lighting
   scene.feedback = detail.feedback || []
+  scene.assembly = detail.assembly ?? scene.assembly
   for (const d of detail.shots) {
     const shot = shotOf(scene, d.shot_number)
     shot.spec = { ...(shot.spec || {}), ...d }

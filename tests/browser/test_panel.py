@@ -1,7 +1,8 @@
 """DirectorPanel in real headless Chromium against the real stack (`tower api` serving the built
 panel, the six agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
 watches every shot complete with scores, rates one and sees its pattern row change; the same at
-phone width; and axe-core finds no critical accessibility violation."""
+phone width; the scene's film plays and seeks, and a shot regenerated on a note is cut into it;
+and axe-core finds no critical accessibility violation."""
 
 from __future__ import annotations
 
@@ -194,6 +195,14 @@ async def test_panel_at_phone_width(api_server, workers, new_page, tmp_path):
     assert box["height"] >= 40 and box["width"] >= 300, box
     await start_scene(page)
     await wait_scene_complete(page, workers)
+    # The scene's film, with its storyboard, fits the phone's width like the rest.
+    await expect(page.get_by_test_id("storyboard")).to_be_visible(timeout=60_000)
+    await page.get_by_test_id("storyboard").scroll_into_view_if_needed()  # it loads lazily
+    await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                 arg=await page.get_by_test_id("storyboard").element_handle(), timeout=10_000)
+    for part in ("scene-video", "storyboard"):
+        box = await page.get_by_test_id(part).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (part, box)
 
     # No sideways scrolling; shot cards stacked, full width, with their rating controls usable by touch.
     width = await page.evaluate("document.documentElement.scrollWidth")
@@ -227,4 +236,57 @@ async def test_panel_at_phone_width(api_server, workers, new_page, tmp_path):
     top = await page.locator('article.shot[data-shot="1"] .attempts').bounding_box()
     await page.screenshot(path=str(shots / "panel-phone.png"), full_page=True,
                           clip={"x": 0, "y": 0, "width": 390, "height": top["y"] + 40})
+    assert not page.errors, page.errors
+
+
+async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, workers, new_page):
+    workers.start(*STAGE_NAMES)
+    page = await new_page(1280, 800)
+    await open_panel(page, api_server, "browser-film")
+    await start_scene(page, keyboard=True)
+    await wait_scene_complete(page, workers)
+    scene_id = re.search(r"scene=([^&]+)", page.url).group(1)
+
+    # The film: the video plays the plan's length and seeks; the cut bar has a segment per shot.
+    video = page.get_by_test_id("scene-video")
+    await expect(video).to_be_visible(timeout=60_000)
+    async with api_server.client() as client:
+        assembly = (await client.get(f"/api/director/scenes/{scene_id}")).json()["assembly"]
+    handle = await video.element_handle()
+    await page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=handle, timeout=20_000)
+    duration = await page.evaluate("v => v.duration", handle)
+    assert abs(duration - assembly["duration_s"]) <= 1 / assembly["fps"] + 0.05, (duration, assembly["duration_s"])
+    segments = page.locator(".cut-bar .cut-segment")
+    await expect(segments).to_have_count(SHOTS)
+    await segments.nth(2).click()  # play from shot 3
+    start = assembly["shots"][2]["start_frame"] / assembly["fps"]
+    await page.wait_for_function("([v, t]) => !v.seeking && Math.abs(v.currentTime - t) < 0.2", arg=[handle, start],
+                                 timeout=10_000)
+    await page.evaluate("v => v.play()", handle)
+    await page.wait_for_function("([v, t]) => v.currentTime > t + 0.2", arg=[handle, start], timeout=10_000)
+    await page.evaluate("v => v.pause()", handle)
+    board = page.get_by_test_id("storyboard")
+    await board.scroll_into_view_if_needed()  # it loads lazily
+    await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=await board.element_handle(),
+                                 timeout=10_000)
+    for name in ("Download video", "Download storyboard", "Download timeline (OTIO)"):
+        await expect(page.get_by_role("link", name=name)).to_have_attribute("href", re.compile(rf"/scenes/{scene_id}/"))
+    breaks = [c["after_shot"] for c in assembly["cuts"] if c["discontinuity"]]
+    await expect(page.locator(".cut-bar li.cut-break")).to_have_count(len(breaks))
+
+    # Regenerate shot 2 with a note: a new attempt of that shot only, and the film is cut again.
+    card = page.locator('article.shot[data-shot="2"]')
+    await card.get_by_text("Regenerate shot 2").click()
+    await card.get_by_test_id("regenerate-note").fill("the dragon closer")
+    await card.get_by_test_id("regenerate").click()
+    status = card.get_by_test_id("regenerate-status")
+    await expect(status).to_contain_text("is in the film now", timeout=90_000)
+    attempt = int(re.search(r"Attempt (\d+) is in the film", await status.inner_text()).group(1))
+    async with api_server.client() as client:
+        after = (await client.get(f"/api/director/scenes/{scene_id}")).json()
+    assert after["assembly"]["video"]["sha256"] != assembly["video"]["sha256"]
+    assert [s["attempt"] for s in after["assembly"]["shots"]] == \
+        [attempt if s["shot_number"] == 2 else s["attempt"] for s in assembly["shots"]]
+    await expect(card.locator(f'li.attempt[data-attempt="{attempt}"]')).to_contain_text("directed")
+    await expect(video).to_have_attribute("src", after["assembly"]["video"]["url"])
     assert not page.errors, page.errors

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import subprocess
+import sys
 
+import asyncpg
 import av
 import httpx
 import opentimelineio as otio
@@ -16,7 +19,7 @@ from PIL import Image
 from agents.registry import STAGE_NAMES
 from eventlog.follow import follow_scene, produce, scene_envelope
 from events.envelope import header_map, scene_of_key
-from events.models import SceneAssembled
+from events.models import FrameRendered, SceneAssembled
 from foundation.kafka import read_topic
 from tests.integration.harness import wait_for_group
 from tests.integration.test_pipeline import kai_request
@@ -84,6 +87,12 @@ async def test_a_scene_ends_as_one_video_a_storyboard_and_a_timeline(settings, w
         assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
         assert "assembled once every shot is final" in unknown.json()["detail"]
 
+    # `tower status` says where the files are.
+    status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-film"], env=workers.env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert str((media / event.video.uri).resolve()) in status.stdout and "Film (" in status.stdout, status.stdout
+
     # Delivered again (an editor under a new consumer group over the same database): the scene is
     # recognised as cut, and nothing is sent twice.
     workers.stop_all()
@@ -102,3 +111,61 @@ async def poll(client: httpx.AsyncClient, path: str, done, timeout_s: float = 60
             return response
         assert asyncio.get_running_loop().time() < deadline, f"{path}: {response.status_code} {response.text[:500]}"
         await asyncio.sleep(0.3)
+
+
+async def test_regenerating_one_shot_re_renders_it_alone_and_re_cuts_the_scene(settings, workers, api_server):
+    workers.start(*STAGE_NAMES)
+    await produce(settings, [scene_envelope(kai_request("scene-regen", max_attempts=1))])
+    await workers.watch(follow_scene(settings, "scene-regen", timeout_s=240))
+    [first] = await workers.watch(assembled_events(settings, "scene-regen"))
+    before = SceneAssembled.model_validate_json(first.value)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        credited = await conn.fetchval("SELECT count(*) FROM pattern_updates")
+    finally:
+        await conn.close()
+
+    direction = {"note": "the dragon closer, more fire", "seed": 1234}
+    async with api_server.client() as client:
+        path = "/api/director/scenes/scene-regen/shots/2/regenerate"
+        started = await client.post(path, json=direction)
+        assert started.status_code == 202, started.text
+        again = await client.post(path, json=direction)
+        assert again.status_code == 200 and again.json()["status"] == "already_requested"
+        assert again.json()["event_id"] == started.json()["event_id"], "the same request is the same attempt"
+        attempt = started.json()["attempt"]
+        assert attempt == 2
+        missing = await client.post("/api/director/scenes/scene-regen/shots/99/regenerate", json={})
+        assert missing.status_code == 404 and "has no shot 99" in missing.json()["detail"]
+        unknown = await client.post(path, json={"modifier": "no-such-pattern"})
+        assert unknown.status_code == 422 and "no modifier" in unknown.json()["detail"]
+
+    records = await workers.watch(assembled_events(settings, "scene-regen", expect=2))
+    assert len({header_map(r.headers)["ce_id"] for r in records}) == 2, "the scene was cut again, once"
+    after = SceneAssembled.model_validate_json(records[-1].value)
+    assert [s.attempt for s in after.shots] == [attempt if s.shot_number == 2 else s.attempt for s in before.shots]
+    assert after.video.sha256 != before.video.sha256 and after.video.uri != before.video.uri
+
+    # One render of the new attempt, made as directed, and nothing credited to a pattern.
+    rendered = [FrameRendered.model_validate_json(r.value)
+                for r in await read_topic(settings.kafka_bootstrap, settings.topic("frame.rendered"))]
+    directed = [r for r in rendered if (r.scene_id, r.shot.shot_number, r.attempt) == ("scene-regen", 2, attempt)]
+    assert len(directed) == 1, f"{len(directed)} renders of the regenerated attempt"
+    assert directed[0].escalation == "directed" and directed[0].prompt.seed == 1234
+    assert directed[0].prompt.prompt.endswith("the dragon closer, more fire")
+    assert directed[0].prompt.modifier_probability == 1.0, "a person's choice, logged as such"
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pattern_updates") == credited
+        assert await conn.fetchval("SELECT credited FROM scores WHERE scene_id = 'scene-regen' AND attempt = $1",
+                                   attempt) is False
+    finally:
+        await conn.close()
+
+    # The same from the command line, for another shot.
+    cli = subprocess.run([sys.executable, "-m", "tower", "regenerate", "scene-regen", "1", "--note", "wider"],
+                         env=workers.env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and "regenerating shot 1 of scene-regen as attempt 2" in cli.stdout, cli.stdout + cli.stderr
+    records = await workers.watch(assembled_events(settings, "scene-regen", expect=3))
+    latest = SceneAssembled.model_validate_json(records[-1].value)
+    assert [s.attempt for s in latest.shots][:2] == [2, 2]

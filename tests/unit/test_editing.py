@@ -148,3 +148,13 @@ def _copy_frames(source: Path, target: Path) -> None:
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, destination)
+
+
+def test_a_regenerated_shot_is_cut_from_the_attempt_the_person_asked_for(kai_shots):
+    planned = kai_shots[0].model_copy(update={"max_attempts": 1})
+    accepted = take(None, planned, composite=0.9)
+    directed_plan = planned.model_copy(update={"escalation": "directed", "max_attempts": 2})
+    directed = take(None, directed_plan, attempt=2, composite=0.5, max_attempts=2)
+    assert directed.directed and kept_take([accepted, directed]) == (directed, "needs_review"), "even scoring lower"
+    broken = take(None, directed_plan, attempt=2, status="failed", composite=0.0, max_attempts=2)
+    assert kept_take([accepted, broken]) == (accepted, "accepted"), "an unscorable regeneration changes nothing"

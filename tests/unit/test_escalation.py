@@ -103,3 +103,20 @@ def test_the_retry_controller_decides_from_the_shots_best_attempt(kai_shots):
     review = follow_up(last, best_of(best, last))
     assert review.shot_number == planned.shot.shot_number and (review.best_attempt, review.best_composite) == (1, 0.5)
     assert "no attempt could be scored" in follow_up(last.model_copy(update={"status": "failed"}), None).reason
+
+
+def test_a_directed_attempt_does_as_the_person_says_and_teaches_no_pattern(kai_shots):
+    from events.models import Direction
+
+    planned = kai_shots[0].model_copy(update={
+        "attempt": 4, "max_attempts": 4, "escalation": "directed", "keep_modifier": "clean-cel",
+        "direction": Direction(note="Kai's scarf red", seed=77, modifier="dynamic-action")})
+    prompt = refined(planned)
+    assert (prompt.modifier, prompt.modifier_probability, prompt.seed) == ("dynamic-action", 1.0, 77)
+    assert prompt.prompt.endswith("Kai's scarf red") and prompt.steps == BASE_STEPS
+    kept = refined(planned.model_copy(update={"direction": Direction(prompt="a lone dragon at dusk")}))
+    assert kept.modifier == "clean-cel" and kept.prompt == "a lone dragon at dusk", "the cut's modifier by default"
+
+    done = scored(planned, "dynamic-action", 0.2, attempt=4)
+    assert not credited(done) and fold({}, done) == {}, "a person's choice is not the policy's"
+    assert is_final(done) and follow_up(done, best_of(None, done)).attempts == 4, "no retry: review if it fails"

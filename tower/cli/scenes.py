@@ -64,6 +64,21 @@ def status(
     run_command(cmd_status, scene_id=scene_id, json=json_)
 
 
+@app.command(help="Regenerate one shot of a scene on your direction: a new attempt of that shot only, through the "
+             "normal refine, render and score path; the scene is cut again once it is scored. The same request twice "
+             "starts one render.")
+def regenerate(
+    scene_id: Annotated[str, typer.Argument(metavar="SCENE_ID", help="the scene id")],
+    shot: Annotated[int, typer.Argument(metavar="SHOT", help="the shot number (1 is the first)", min=1)],
+    note: Annotated[Optional[str], typer.Option(help='what to change, e.g. "less motion blur"; added to the prompt')] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="a generation prompt to use instead of the refined one")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="the seed to render with (0 to 2^32-1)", min=0, max=2**32 - 1)] = None,
+    modifier: Annotated[Optional[str], typer.Option(
+        help="the prompt pattern (`tower patterns` lists them); default: the one of the attempt cut in")] = None,
+) -> None:
+    run_command(cmd_regenerate, scene_id=scene_id, shot=shot, note=note, prompt=prompt, seed=seed, modifier=modifier)
+
+
 @app.command(help="A creative session's scenes, oldest first, with their state and score.")
 def history(
     session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="the session id")],
@@ -203,6 +218,7 @@ def print_report(report: dict[str, Any]) -> None:
             f" {mark}{a['shot_number']:>4} {a['attempt']:>3}  {a.get('escalation') or '-':<16} {a['modifier'] or '-':<18} {a['composite']:>6.3f} "
             f"{metrics.get('ssim_mean', float('nan')):>6.3f} {metrics.get('motion_level', float('nan')):>7.3f} {metrics.get('consistency', float('nan')):>7.3f}  {verdict}"
         )
+    print_assembly(report.get("assembly"))
     retries = [a for a in report["attempts"] if a.get("retry_reason")]
     if retries:
         print()
@@ -221,10 +237,73 @@ def print_report(report: dict[str, Any]) -> None:
         )
 
 
+def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from director.modifiers import MODIFIERS
+    from eventlog.follow import produce
+    from events.models import Direction
+    from store.pool import open_pool
+    from store.regenerating import RegenerationRefused, mark_published, plan_regeneration
+
+    if args.modifier is not None and args.modifier not in MODIFIERS:
+        print(f"tower: no modifier {args.modifier!r}; modifiers: {', '.join(MODIFIERS)}", file=sys.stderr)
+        return 2
+    try:
+        direction = Direction(note=args.note, prompt=args.prompt, seed=args.seed, modifier=args.modifier)
+    except ValidationError as exc:
+        print(f"tower: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
+
+    async def run():  # noqa: ANN202 - Regeneration
+        pool = await open_pool(settings.database_url, max_size=2)
+        try:
+            planned = await plan_regeneration(pool, args.scene_id, args.shot, direction, source="tower/cli")
+            if not planned.published:
+                await produce(settings, [planned.envelope])
+                await mark_published(pool, planned.envelope.id)
+            return planned
+        finally:
+            await pool.close()
+
+    try:
+        planned = asyncio.run(run())
+    except RegenerationRefused as exc:
+        print(f"tower: {exc}", file=sys.stderr)
+        return 1
+    value = planned.envelope.value
+    what = "regenerating" if planned.new else "already requested (nothing started again):"
+    print(f"{what} shot {value.shot.shot_number} of {value.scene_id} as attempt {value.attempt} "
+          f"(event {planned.envelope.id}); `tower status {value.scene_id}` shows it, and the new cut once it is scored")
+    return 0
+
+
+def print_assembly(assembly: dict[str, Any] | None) -> None:
+    print()
+    if assembly is None:
+        print("Film: not assembled yet (the editor cuts the scene once every shot is final)")
+        return
+    used = ", ".join(f"{s['shot_number']}:{s['attempt'] or '-'}" for s in assembly["shots"])
+    print(f"Film ({assembly['duration_s']:.2f} s, {assembly['frame_count']} frames at {assembly['fps']} fps, "
+          f"{assembly['width']}x{assembly['height']}; shot:attempt used {used})")
+    for part in ("video", "storyboard", "timeline"):
+        print(f"  {part:<10} {assembly[part].get('path', assembly[part]['uri'])}  (sha256 {assembly[part]['sha256'][:12]})")
+    for cut in assembly["cuts"]:
+        if cut["discontinuity"]:
+            print(f"  continuity: cut after shot {cut['after_shot']}: {cut['reason']}")
+    for character in assembly["characters"]:
+        if character["discontinuity"]:
+            print(f"  continuity: {character['character']} looks different across shots {character['shots']} "
+                  f"(colour distance up to {character['max_colour_distance']:.1f})")
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from store.queries import scene_report
 
     report = query(settings, lambda conn: scene_report(conn, args.scene_id))
+    if report and report.get("assembly"):
+        for part in ("video", "storyboard", "timeline"):  # where a person finds the files
+            report["assembly"][part]["path"] = str((settings.media_dir / report["assembly"][part]["uri"]).resolve())
     code = show(report, f"no scene {args.scene_id!r} in {mask_password(settings.database_url)}", args.json, print_report)
     return code or (1 if report["failures"] else 0)
 
