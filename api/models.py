@@ -153,6 +153,13 @@ class RegenerateResponse(BaseModel):
     links: Links
 
 
+class ReassembleResponse(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    scene_id: str
+    event_id: str = Field(description="The scene.reassemble event; a new scene.assembled (the same files) follows.")
+    links: Links
+
+
 class IntegrateResponse(BaseModel):
     status: Literal["accepted"] = "accepted"
     session_id: str

@@ -415,3 +415,11 @@ class SceneAssembled(_Event):
     cuts: list[CutContinuity] = Field(default_factory=list)
     characters: list[CharacterContinuity] = Field(default_factory=list)
     discontinuities: Annotated[int, Field(ge=0)] = 0
+
+
+class ReassemblyRequested(_Event):
+    """``scene.reassemble``: cut a scene's film again from the attempts already chosen (its files
+    were lost, or the media store moved). The same inputs give the same files and the same
+    ``scene.assembled`` event."""
+
+    reason: Annotated[str, Field(max_length=1000)] | None = Field(None, description="Why, for the log.")

@@ -12,6 +12,7 @@ from events.models import (
     FrameRendered,
     PromptRefined,
     QualityScored,
+    ReassemblyRequested,
     RegressionDetected,
     RenderProgress,
     SceneAssembled,
@@ -64,6 +65,8 @@ QUALITY_ALERTS = TopicSpec("quality.alerts", RegressionDetected, "tower.quality.
 # A scene cut together once every shot is final (again after a shot is regenerated): the film's
 # log, kept forever like the scores.
 SCENE_ASSEMBLED = TopicSpec("scene.assembled", SceneAssembled, "tower.scene.assembled.v1", retention_ms=-1)
+# Asks the editor to write a scene's film again (POST .../reassemble).
+SCENE_REASSEMBLE = TopicSpec("scene.reassemble", ReassemblyRequested, "tower.scene.reassemble.v1")
 
 # The pipeline's chain, in causal order.
 PIPELINE: tuple[TopicSpec, ...] = (
@@ -73,9 +76,9 @@ PIPELINE: tuple[TopicSpec, ...] = (
     FRAME_RENDERED,
     QUALITY_SCORED,
 )
-# What the agents consume, each with a dead-letter topic: the chain, feedback for the learner, and
-# the assembled scenes (the learner projects them for the API).
-TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED, SCENE_ASSEMBLED)
+# What the agents consume, each with a dead-letter topic: the chain, feedback for the learner, the
+# assembled scenes (the learner projects them for the API) and requests to assemble one again.
+TOPICS: tuple[TopicSpec, ...] = (*PIPELINE, FEEDBACK_SUBMITTED, SCENE_ASSEMBLED, SCENE_REASSEMBLE)
 # Side topics: produced for people and dashboards, consumed by no agent (so no dead letters).
 SIDE_TOPICS: tuple[TopicSpec, ...] = (RENDER_PROGRESS, SHOT_REVIEW, QUALITY_ALERTS)
 # Dead letters are kept four times longer: someone has to look at them.

@@ -35,6 +35,22 @@ async def record_take(pool: asyncpg.Pool, envelope: Envelope[QualityScored]) -> 
     return [QualityScored.model_validate_json(row["take"]) for row in rows]
 
 
+async def scene_takes(pool: asyncpg.Pool, scene_id: str) -> list[QualityScored]:
+    """Every score kept of the scene (none: the editor has seen none)."""
+    rows = await pool.fetch("SELECT take FROM editor_takes WHERE scene_id = $1 ORDER BY shot_number, attempt", scene_id)
+    return [QualityScored.model_validate_json(row["take"]) for row in rows]
+
+
+async def was_answered(pool: asyncpg.Pool, request_id: str) -> bool:
+    """Whether a ``scene.reassemble`` request was answered already (a redelivery, a replay)."""
+    return bool(await pool.fetchval("SELECT true FROM editor_requests WHERE event_id = $1", request_id))
+
+
+async def mark_answered(pool: asyncpg.Pool, request_id: str, scene_id: str) -> None:
+    await pool.execute("INSERT INTO editor_requests (event_id, scene_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       request_id, scene_id)
+
+
 async def was_sent(pool: asyncpg.Pool, scene_id: str, inputs_sha256: str) -> bool:
     """Whether the broker has the assembly of these inputs already."""
     return bool(await pool.fetchval(

@@ -29,6 +29,7 @@ from api.models import (
     Links,
     PlanRequest,
     PlanResponse,
+    ReassembleResponse,
     RegenerateRequest,
     RegenerateResponse,
     scene_request,
@@ -39,9 +40,9 @@ from director.learning import evidence_of
 from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
 from eventlog.follow import scene_envelope
-from events.envelope import Envelope, derive_event_id
-from events.models import MAX_SHOTS, Direction, FeedbackSubmitted, SceneRequested, ShotPlanned
-from events.topics import FEEDBACK_SUBMITTED
+from events.envelope import Envelope, derive_event_id, new_event_id
+from events.models import MAX_SHOTS, Direction, FeedbackSubmitted, ReassemblyRequested, SceneRequested, ShotPlanned
+from events.topics import FEEDBACK_SUBMITTED, SCENE_REASSEMBLE
 from foundation.settings import Settings
 from render.backends import workflow_name
 from store.projections import open_batch
@@ -49,6 +50,7 @@ from store.queries import (
     accepted_shots,
     attempt_pattern,
     judged_scene,
+    scene_assembly,
     scene_exists,
 )
 from store.refining import refine_planned
@@ -163,6 +165,26 @@ async def regenerate(scene_id: Annotated[str, Path(min_length=1, max_length=128,
     value = planned.envelope.value
     return RegenerateResponse(status="accepted" if planned.new else "already_requested", scene_id=scene_id,
                               shot_number=shot_number, attempt=value.attempt, event_id=planned.envelope.id,
+                              links=_links(request, scene_id, value.session_id))
+
+
+@router.post("/scenes/{scene_id}/reassemble", status_code=202, response_model=ReassembleResponse,
+             dependencies=[Depends(require_write)],
+             responses={404: {"description": "No such scene"}, 409: {"description": "Not assembled yet"}},
+             summary="Write a scene's video, storyboard and timeline again (lost files): same inputs, same bytes")
+async def reassemble(scene_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")],
+                     request: Request) -> ReassembleResponse:
+    backends = backends_of(request)
+    assembly = await backends.query(lambda pool: scene_assembly(pool, scene_id))
+    if assembly is None:
+        if not await backends.query(lambda pool: scene_exists(pool, scene_id)):
+            raise Problem(404, f"no scene {scene_id!r}")
+        raise Problem(409, f"scene {scene_id!r} has not been assembled yet: the editor cuts it once every shot is final")
+    value = ReassemblyRequested(scene_id=scene_id, session_id=assembly["session_id"], reason="requested through the API")
+    envelope = Envelope(id=new_event_id(), source=SOURCE, type=SCENE_REASSEMBLE.event_type, scene_id=scene_id,
+                        session_id=value.session_id, value=value)
+    await backends.publish([envelope])
+    return ReassembleResponse(scene_id=scene_id, event_id=envelope.id,
                               links=_links(request, scene_id, value.session_id))
 
 

@@ -22,6 +22,14 @@ CREATE TABLE editor_assemblies (
     PRIMARY KEY (scene_id, inputs_sha256)
 );
 
+-- The scene.reassemble requests the editor has answered (once the broker has the answer), so a
+-- replay of the requests writes and sends nothing again.
+CREATE TABLE editor_requests (
+    event_id    text        PRIMARY KEY,
+    scene_id    text        NOT NULL,
+    answered_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- The learner's projection of scene.assembled: the scene's latest cut, for the API and the CLI.
 CREATE TABLE scene_assemblies (
     scene_id      text        PRIMARY KEY,

@@ -87,6 +87,19 @@ async def test_a_scene_ends_as_one_video_a_storyboard_and_a_timeline(settings, w
         assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
         assert "assembled once every shot is final" in unknown.json()["detail"]
 
+        # The files lost: a reassembly writes them again, the same bytes, under the same event.
+        video.unlink()
+        (media / event.storyboard.uri).unlink()
+        assert (await client.get(assembly["video"]["url"])).status_code == 404
+        asked = await client.post("/api/director/scenes/scene-film/reassemble")
+        assert asked.status_code == 202, asked.text
+        assert (await client.post("/api/director/scenes/no-such-scene/reassemble")).status_code == 404
+        again = await workers.watch(assembled_events(settings, "scene-film", expect=2))
+        assert [header_map(r.headers)["ce_id"] for r in again] == [headers["ce_id"]] * 2
+        assert SceneAssembled.model_validate_json(again[1].value) == event
+        assert hashlib.sha256(video.read_bytes()).hexdigest() == event.video.sha256
+        assert hashlib.sha256((media / event.storyboard.uri).read_bytes()).hexdigest() == event.storyboard.sha256
+
     # `tower status` says where the files are.
     status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-film"], env=workers.env,
                             capture_output=True, text=True, timeout=60)
@@ -100,7 +113,7 @@ async def test_a_scene_ends_as_one_video_a_storyboard_and_a_timeline(settings, w
     workers.start("editor")
     await workers.watch(wait_for_group(settings.kafka_bootstrap, workers.env["TOWER_GROUP_PREFIX"] + "-editor",
                                        [settings.topic("quality.scored")]))
-    assert len(await read_topic(settings.kafka_bootstrap, settings.topic("scene.assembled"))) == 1
+    assert len(await read_topic(settings.kafka_bootstrap, settings.topic("scene.assembled"))) == 2, "nothing new"
 
 
 async def poll(client: httpx.AsyncClient, path: str, done, timeout_s: float = 60) -> httpx.Response:  # noqa: ANN001

@@ -27,7 +27,7 @@ from tests.integration.test_pipeline import kai_request, kai_shot_count
 # The stage whose input each topic is (the learner also projects every topic).
 OWNER = {"scene.requested": "planner", "shot.planned": "refiner", "prompt.refined": "renderer",
          "frame.rendered": "scorer", "quality.scored": "retrier", "feedback.submitted": "learner",
-         "scene.assembled": "learner"}
+         "scene.assembled": "learner", "scene.reassemble": "editor"}
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(settings, workers):

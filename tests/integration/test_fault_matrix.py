@@ -50,7 +50,7 @@ SCENES = 2
 SHUTDOWN_TIMEOUT_S = 10
 INPUTS = {"planner": ["scene.requested"], "refiner": ["shot.planned"], "renderer": ["prompt.refined"],
           "scorer": ["frame.rendered"], "learner": [spec.name for spec in TOPICS], "retrier": ["quality.scored"],
-          "editor": ["quality.scored"]}
+          "editor": ["quality.scored", "scene.reassemble"]}
 ROWS: list[dict[str, object]] = []
 
 

@@ -44,7 +44,7 @@ BROKER_LIMIT = 1_048_588
 READERS = {"scene.requested": ("planner", "learner"), "shot.planned": ("refiner", "learner"),
            "prompt.refined": ("learner",), "frame.rendered": ("scorer", "learner"),
            "quality.scored": ("learner", "retrier", "editor"), "feedback.submitted": ("learner",),
-           "scene.assembled": ("learner",)}
+           "scene.assembled": ("learner",), "scene.reassemble": ("editor", "learner")}
 DECODE_FAULTS = {"ValidationError", "EnvelopeError", "EmptyValue"}
 
 
@@ -193,7 +193,7 @@ async def test_fuzzed_events_are_processed_or_dead_lettered_and_nothing_stalls(s
     topic = settings.topic
     for stage, names in (("planner", ["scene.requested"]), ("scorer", ["frame.rendered"]),
                          ("learner", [spec.name for spec in TOPICS]), ("retrier", ["quality.scored"]),
-                         ("editor", ["quality.scored"]), ("learner", [spec.name for spec in TOPICS]),
+                         ("editor", ["quality.scored", "scene.reassemble"]), ("learner", [spec.name for spec in TOPICS]),
                          ("refiner", ["shot.planned"]),
                          ("learner", [spec.name for spec in TOPICS])):
         await workers.watch(wait_for_group(settings.kafka_bootstrap, settings.app_id(stage),

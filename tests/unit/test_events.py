@@ -88,7 +88,7 @@ def test_unknown_fields_are_ignored_for_additive_evolution(kai_shots):
 def test_topics_are_declared_once_with_dead_letters():
     names = [t.name for t in TOPICS]
     assert names == ["scene.requested", "shot.planned", "prompt.refined", "frame.rendered", "quality.scored",
-                     "feedback.submitted", "scene.assembled"]
+                     "feedback.submitted", "scene.assembled", "scene.reassemble"]
     assert all(t.event_type.startswith("tower.") and t.event_type.endswith(".v1") for t in TOPICS)
     assert dead_letter_topic("shot.planned") == "shot.planned.dlq"
 
