@@ -99,8 +99,9 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-bench: venv services  ## end-to-end benchmark -> docs/BENCHMARKS.md
+bench: venv services  ## end-to-end benchmark, and the editor's assembly time against render and score -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.assembly
 
 bench-drain: venv services  ## how fast planner, refiner and learner drain a topic, and their hops, vs bare aiokafka and Faust forwarders -> docs/BENCHMARKS.md
 	$(PY) -m bench.drain

@@ -4,7 +4,8 @@ Two measures, neither with a learned model:
 
 * **Colour distance**: how far apart two frames' colour statistics are in CIELAB, the space in
   which equal distances look about equally different: the Euclidean distance between their
-  (mean, standard deviation) of L*, a* and b*. Between two frames of one flat colour it is the
+  (mean, standard deviation) of L*, a* and b*, over the frames reduced to 64 pixels a side (box
+  averages: the palette, not the grain). Between two frames of one flat colour it is the
   CIE76 colour difference (Delta E): about 2 is just noticeable, and above 20 or so the palette has
   changed. A cut between two shots of one setting keeps its palette even when the camera angle
   changes; a jump in palette is what a viewer reads as "another place" or "another time".
@@ -39,9 +40,15 @@ class Signature:
     phash: np.ndarray  # 64 booleans
 
 
+STATS_SIDE = 64  # colour statistics are taken over the frame reduced to at most 64 pixels a side
+
+
 def signature(frame: np.ndarray) -> Signature:
     """The colour statistics and perceptual hash of an RGB frame (H x W x 3, uint8)."""
-    lab = _lab(frame[..., :3].reshape(-1, 3))
+    image = Image.fromarray(frame[..., :3])
+    factor = max(1, -(-max(image.size) // STATS_SIDE))
+    small = np.asarray(image.reduce(factor) if factor > 1 else image)
+    lab = _lab(small.reshape(-1, 3))
     return Signature(np.concatenate([lab.mean(axis=0), lab.std(axis=0)]), _phash(frame))
 
 

@@ -49,14 +49,20 @@ def write_frames(root: Path, relative_dir: Path, frames: list[np.ndarray]) -> li
 def verified(root: Path, ref: FrameRef) -> Path:
     """The file of ``ref``, checked against its sha256: the frame scored is the frame the event names
     (a redelivered render may have rewritten the folder since)."""
-    path = resolve(root, ref.uri)
+    read_verified(root, ref)
+    return resolve(root, ref.uri)
+
+
+def read_verified(root: Path, ref: FrameRef) -> bytes:
+    """The bytes of ``ref``'s file, checked against its sha256 (:func:`verified`)."""
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = resolve(root, ref.uri).read_bytes()
     except OSError as exc:
         raise ValueError(f"frame {ref.uri} cannot be read: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
     if digest != ref.sha256:
         raise ValueError(f"frame {ref.uri} changed since it was rendered (sha256 {digest[:12]}, expected {ref.sha256[:12]})")
-    return path
+    return data
 
 
 def resolve(root: Path, uri: str) -> Path:

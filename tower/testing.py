@@ -72,6 +72,16 @@ class StageProcesses:
             await asyncio.wait({task}, timeout=0.5)
         return task.result()
 
+    async def until_logged(self, stage: str, text: str, *, latest: bool = False, timeout_s: float = 120) -> None:
+        """Until a log of ``stage`` (``latest``: its latest start's) contains ``text``; fails with the
+        logs' tails after ``timeout_s``, or at once if a worker exits."""
+        names = f"{stage}.{self.starts[stage]}.log" if latest else f"{stage}.*.log"
+        deadline = time.monotonic() + timeout_s
+        while not any(text in path.read_text(errors="replace") for path in self.log_dir.glob(names)):
+            self.assert_alive()
+            assert time.monotonic() < deadline, f"{stage} never logged {text!r} in {timeout_s:.0f} s\n{self.tail()}"
+            await asyncio.sleep(0.1)
+
     def assert_alive(self) -> None:
         dead = self.exited()
         assert not dead, f"workers exited: {dead}\n{self.tail()}"

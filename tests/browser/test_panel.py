@@ -195,7 +195,8 @@ async def test_panel_at_phone_width(api_server, workers, new_page, tmp_path):
     assert box["height"] >= 40 and box["width"] >= 300, box
     await start_scene(page)
     await wait_scene_complete(page, workers)
-    # The scene's film, with its storyboard, fits the phone's width like the rest.
+    # The scene's film plays and seeks on the phone, and with its storyboard fits its width.
+    await film_plays(page, api_server, re.search(r"scene=([^&]+)", page.url).group(1))
     await expect(page.get_by_test_id("storyboard")).to_be_visible(timeout=60_000)
     await page.get_by_test_id("storyboard").scroll_into_view_if_needed()  # it loads lazily
     await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
@@ -239,15 +240,9 @@ async def test_panel_at_phone_width(api_server, workers, new_page, tmp_path):
     assert not page.errors, page.errors
 
 
-async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, workers, new_page):
-    workers.start(*STAGE_NAMES)
-    page = await new_page(1280, 800)
-    await open_panel(page, api_server, "browser-film")
-    await start_scene(page, keyboard=True)
-    await wait_scene_complete(page, workers)
-    scene_id = re.search(r"scene=([^&]+)", page.url).group(1)
-
-    # The film: the video plays the plan's length and seeks; the cut bar has a segment per shot.
+async def film_plays(page, api_server, scene_id: str) -> dict:  # noqa: ANN001
+    """The scene's film in the panel: the video has the plan's length, seeks to a shot from the
+    cut bar and plays from there. Returns the API's assembly of the scene."""
     video = page.get_by_test_id("scene-video")
     await expect(video).to_be_visible(timeout=60_000)
     async with api_server.client() as client:
@@ -265,6 +260,19 @@ async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, w
     await page.evaluate("v => v.play()", handle)
     await page.wait_for_function("([v, t]) => v.currentTime > t + 0.2", arg=[handle, start], timeout=10_000)
     await page.evaluate("v => v.pause()", handle)
+    return assembly
+
+
+async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, workers, new_page, tmp_path):
+    workers.start(*STAGE_NAMES)
+    page = await new_page(1280, 800)
+    await open_panel(page, api_server, "browser-film")
+    await start_scene(page, keyboard=True)
+    await wait_scene_complete(page, workers)
+    scene_id = re.search(r"scene=([^&]+)", page.url).group(1)
+
+    video = page.get_by_test_id("scene-video")
+    assembly = await film_plays(page, api_server, scene_id)
     board = page.get_by_test_id("storyboard")
     await board.scroll_into_view_if_needed()  # it loads lazily
     await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=await board.element_handle(),
@@ -273,6 +281,11 @@ async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, w
         await expect(page.get_by_role("link", name=name)).to_have_attribute("href", re.compile(rf"/scenes/{scene_id}/"))
     breaks = [c["after_shot"] for c in assembly["cuts"] if c["discontinuity"]]
     await expect(page.locator(".cut-bar li.cut-break")).to_have_count(len(breaks))
+    shots = SCREENSHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    await page.get_by_test_id("scene-film").screenshot(path=str(shots / "panel-film.png"))
+    async with api_server.client() as client:
+        (shots / "scene-storyboard.png").write_bytes((await client.get(assembly["storyboard"]["url"])).content)
 
     # Regenerate shot 2 with a note: a new attempt of that shot only, and the film is cut again.
     card = page.locator('article.shot[data-shot="2"]')

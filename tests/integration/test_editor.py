@@ -13,6 +13,7 @@ import sys
 import asyncpg
 import av
 import httpx
+import numpy as np
 import opentimelineio as otio
 from PIL import Image
 
@@ -23,6 +24,7 @@ from events.models import FrameRendered, SceneAssembled
 from foundation.kafka import read_topic
 from tests.integration.harness import wait_for_group
 from tests.integration.test_pipeline import kai_request
+from tests.unit.test_editing import storyboard_tiles
 
 
 async def assembled_events(settings, scene_id: str, expect: int = 1, timeout_s: float = 120) -> list:
@@ -60,9 +62,12 @@ async def test_a_scene_ends_as_one_video_a_storyboard_and_a_timeline(settings, w
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
     assert decoded == event.frame_count, "the frame count is the sum of the shots'"
     assert abs(duration - sum(s.duration for s in shots.values())) <= 1 / event.fps, "the plan's total, within a frame"
-    assert Image.open(media / event.storyboard.uri).format == "PNG"
+    board = Image.open(media / event.storyboard.uri)
+    assert board.format == "PNG" and storyboard_tiles(board, event.width, event.height, len(shots)) == len(shots)
     clips = list(otio.adapters.read_from_file(str(media / event.timeline.uri)).find_clips())
     assert [c.metadata["tower"]["shot_number"] for c in clips] == [s.shot_number for s in event.shots]
+    assert [c.source_range.duration.to_seconds() for c in clips] == \
+        [round(shots[s.shot_number].duration * event.fps) / event.fps for s in event.shots], "the plan's durations"
     assert all(c.metadata["tower"]["scene_id"] == "scene-film" for c in clips)
 
     async with api_server.client() as client:
@@ -116,6 +121,11 @@ async def test_a_scene_ends_as_one_video_a_storyboard_and_a_timeline(settings, w
     assert len(await read_topic(settings.kafka_bootstrap, settings.topic("scene.assembled"))) == 2, "nothing new"
 
 
+def decoded(path) -> list:  # noqa: ANN001
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24").astype(np.int16) for frame in container.decode(video=0)]
+
+
 async def poll(client: httpx.AsyncClient, path: str, done, timeout_s: float = 60) -> httpx.Response:  # noqa: ANN001
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -158,6 +168,14 @@ async def test_regenerating_one_shot_re_renders_it_alone_and_re_cuts_the_scene(s
     after = SceneAssembled.model_validate_json(records[-1].value)
     assert [s.attempt for s in after.shots] == [attempt if s.shot_number == 2 else s.attempt for s in before.shots]
     assert after.video.sha256 != before.video.sha256 and after.video.uri != before.video.uri
+    # The new video differs in that shot's frames only (beyond the encoder's rounding).
+    old, new = decoded(settings.media_dir / before.video.uri), decoded(settings.media_dir / after.video.uri)
+    assert len(old) == len(new) == after.frame_count
+    shot = next(s for s in after.shots if s.shot_number == 2)
+    inside = range(shot.start_frame, shot.start_frame + shot.frame_count)
+    change = [float(np.abs(a - b).mean()) for a, b in zip(old, new, strict=True)]
+    assert all(change[i] > 3 for i in inside), [round(c, 1) for c in change]
+    assert all(c < 0.5 for i, c in enumerate(change) if i not in inside), [round(c, 1) for c in change]
 
     # One render of the new attempt, made as directed, and nothing credited to a pattern.
     rendered = [FrameRendered.model_validate_json(r.value)
@@ -182,3 +200,55 @@ async def test_regenerating_one_shot_re_renders_it_alone_and_re_cuts_the_scene(s
     records = await workers.watch(assembled_events(settings, "scene-regen", expect=3))
     latest = SceneAssembled.model_validate_json(records[-1].value)
     assert [s.attempt for s in latest.shots][:2] == [2, 2]
+
+
+async def test_an_editor_killed_mid_encode_leaves_no_partial_file_and_its_successor_cuts_the_scene(
+        settings, workers, tower_env):
+    # A long, large scene, so the encode takes long enough to be caught in the act.
+    workers.env = {**tower_env, "TOWER_RENDER_WIDTH": "512", "TOWER_RENDER_HEIGHT": "512"}
+    workers.start(*(stage for stage in STAGE_NAMES if stage != "editor"))
+    await produce(settings, [scene_envelope(kai_request("scene-kill", max_attempts=1, target_duration_s=30))])
+    await workers.watch(follow_scene(settings, "scene-kill", timeout_s=400))
+    workers.start("editor")
+    folder = settings.media_dir / "scene-kill" / "assembly"
+    deadline = asyncio.get_running_loop().time() + 120
+    while not (partial := list(folder.glob("*/.scene.*.tmp.mp4"))):
+        workers.assert_alive()
+        assert asyncio.get_running_loop().time() < deadline, f"the editor never started encoding\n{workers.tail()}"
+        await asyncio.sleep(0.01)
+    workers.kill("editor")
+    assert partial[0].exists(), "killed mid-encode: the partial file is there"
+    assert not list(folder.glob("*/scene.mp4")), "and no scene.mp4 under its final name"
+
+    workers.start("editor")
+    [record] = await workers.watch(assembled_events(settings, "scene-kill", timeout_s=180))
+    event = SceneAssembled.model_validate_json(record.value)
+    assert not list(folder.glob("*/.*.tmp*")), "the partial file was removed"
+    with av.open(str(settings.media_dir / event.video.uri)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == event.frame_count
+
+
+async def test_a_frame_missing_at_assembly_fails_the_scene_with_the_reason(settings, workers, tower_env):
+    workers.env = {**tower_env, "TOWER_HANDLER_RETRIES": "1", "TOWER_HANDLER_BACKOFF_S": "0.05"}
+    workers.start(*(stage for stage in STAGE_NAMES if stage != "editor"))
+    await produce(settings, [scene_envelope(kai_request("scene-lost", max_attempts=1))])
+    progress = await workers.watch(follow_scene(settings, "scene-lost", timeout_s=240))
+    lost = progress.finals[1].frames[0].uri
+    (settings.media_dir / lost).unlink()
+    workers.start("editor")
+    deadline = asyncio.get_running_loop().time() + 120
+    while True:
+        status = subprocess.run([sys.executable, "-m", "tower", "status", "scene-lost"], env=workers.env,
+                                capture_output=True, text=True, timeout=60)
+        if "FAILED" in status.stdout:
+            break
+        workers.assert_alive()
+        assert asyncio.get_running_loop().time() < deadline, f"no failure recorded\n{status.stdout}\n{workers.tail()}"
+        await asyncio.sleep(0.5)
+    assert status.returncode == 1 and "dead-lettered by editor" in status.stdout, status.stdout
+    assert f"frame {lost} cannot be read" in status.stdout, status.stdout
+    assert "Film: not assembled yet" in status.stdout
+    workers.assert_alive()
+    handled = sum(p.read_text().count("giving up on quality.scored") for p in workers.log_dir.glob("editor.*.log"))
+    assert handled == 1, "one failure, retried and dead-lettered: no crash loop"
+    assert not await read_topic(settings.kafka_bootstrap, settings.topic("scene.assembled"), timeout_s=3)

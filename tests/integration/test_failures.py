@@ -115,12 +115,7 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
 
     # Mid-scene, once the retry controller has decided a score: the renderer, the learner and
     # the retry controller die without committing their offsets...
-    retrier_log = next(workers.log_dir.glob("retrier.*.log"))
-    deadline = asyncio.get_running_loop().time() + 120
-    while " handled " not in retrier_log.read_text(errors="replace"):
-        workers.assert_alive()
-        assert asyncio.get_running_loop().time() < deadline, f"the retrier decided no score:\n{workers.tail()}"
-        await asyncio.sleep(0.2)
+    await workers.until_logged("retrier", " handled ")
     for stage in ("renderer", "learner", "retrier"):
         workers.kill(stage)
     await asyncio.sleep(2)
@@ -132,12 +127,7 @@ async def test_killed_workers_resume_and_nothing_is_applied_twice(settings, work
     # The scene may finish before a restarted worker has rejoined: wait until each has handled
     # again what it handled before the kill (nothing was committed, so it is all redelivered).
     for stage in ("renderer", "learner", "retrier"):
-        latest = workers.log_dir / f"{stage}.{workers.starts[stage]}.log"
-        deadline = asyncio.get_running_loop().time() + 120
-        while " handled " not in latest.read_text(errors="replace"):
-            workers.assert_alive()
-            assert asyncio.get_running_loop().time() < deadline, f"the restarted {stage} handled nothing\n{workers.tail()}"
-            await asyncio.sleep(0.3)
+        await workers.until_logged(stage, " handled ", latest=True)
     await workers.watch(until_assembled(settings.kafka_bootstrap, settings.topic("scene.assembled"), "scene-crash"))
 
     events = {spec.name: await read_topic(settings.kafka_bootstrap, settings.topic(spec.name)) for spec in TOPICS}
@@ -312,12 +302,7 @@ async def test_sigterm_ends_a_worker_waiting_out_an_outage_within_its_timeout(se
     workers.env = {**tower_env, "TOWER_DATABASE_URL": dead, "TOWER_SHUTDOWN_TIMEOUT_S": "10"}
     workers.start("learner")
     await produce(settings, [scene_envelope(kai_request("scene-outage"))])
-    log = next(workers.log_dir.glob("learner.*.log"))
-    deadline = asyncio.get_running_loop().time() + 60
-    while "service unavailable" not in log.read_text(errors="replace"):
-        workers.assert_alive()
-        assert asyncio.get_running_loop().time() < deadline, f"the learner never hit the outage:\n{workers.tail()}"
-        await asyncio.sleep(0.2)
+    await workers.until_logged("learner", "service unavailable", timeout_s=60)
     process = workers.procs["learner"]
     process.send_signal(signal.SIGTERM)
     try:

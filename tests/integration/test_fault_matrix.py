@@ -131,11 +131,6 @@ class Run:
             assert time.monotonic() < deadline, f"no score within 240 s\n{self.workers.tail()}"
             await asyncio.sleep(0.5)
 
-    async def until_logged(self, stage: str, text: str, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(text in p.read_text(errors="replace") for p in self.workers.log_dir.glob(f"{stage}.*.log")):
-            assert time.monotonic() < deadline, f"{stage} never logged {text!r}\n{self.workers.tail()}"
-            await asyncio.sleep(0.3)
 
 
 @pytest.fixture
@@ -167,7 +162,7 @@ async def worker_before_broker(run: Run) -> str | None:
     run.infra.kafka("stop")
     run.workers.start(*STAGE_NAMES)
     for stage in STAGE_NAMES:
-        await run.until_logged(stage, "waiting for Kafka")
+        await run.workers.until_logged(stage, "waiting for Kafka")
     run.infra.kafka("start")
     await run.submit()
     return None
@@ -178,7 +173,7 @@ async def postgres_crash(run: Run) -> str | None:
     await run.submit()
     await run.until_first_score()
     run.infra.postgres("crash")
-    await run.until_logged("learner", "service unavailable")
+    await run.workers.until_logged("learner", "service unavailable")
     run.infra.postgres("start")
     return None
 
@@ -188,7 +183,7 @@ async def postgres_restart(run: Run) -> str | None:
     await run.submit()
     await run.until_first_score()
     run.infra.postgres("stop")
-    await run.until_logged("learner", "service unavailable")
+    await run.workers.until_logged("learner", "service unavailable")
     run.infra.postgres("start")
     return None
 
@@ -267,12 +262,7 @@ async def test_fault(scenario: str, run: Run):
     if redelivered_stage is not None:
         # The restarted stage may rejoin after the scenes are done (the planner is not needed by
         # then): wait until it has handled again what it handled before the kill.
-        latest = run.workers.log_dir / f"{redelivered_stage}.{run.workers.starts[redelivered_stage]}.log"
-        deadline = time.monotonic() + 120
-        while " handled " not in latest.read_text(errors="replace"):
-            run.workers.assert_alive()
-            assert time.monotonic() < deadline, f"the restarted {redelivered_stage} handled nothing\n{run.workers.tail()}"
-            await asyncio.sleep(0.3)
+        await run.workers.until_logged(redelivered_stage, " handled ", latest=True)
     run.workers.assert_alive()
 
     records = {spec.name: await read_topic(run.settings.kafka_bootstrap, run.settings.topic(spec.name))

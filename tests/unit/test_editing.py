@@ -93,7 +93,8 @@ def test_the_scene_video_lasts_the_plan_and_its_files_read_back(tmp_path, kai_sh
     assert data.index(b"moov") < data.index(b"mdat"), "+faststart: the index comes first"
 
     storyboard = Image.open(root / event.storyboard.uri)
-    assert storyboard.format == "PNG" and storyboard.width > 3 * 320
+    assert storyboard.format == "PNG"
+    assert storyboard_tiles(storyboard, event.width, event.height, len(kai_shots)) == len(kai_shots), "a tile per shot"
     timeline = otio.adapters.read_from_file(str(root / event.timeline.uri))
     clips = list(timeline.find_clips())
     assert [c.metadata["tower"]["shot_number"] for c in clips] == [s.shot_number for s in event.shots]
@@ -158,3 +159,22 @@ def test_a_regenerated_shot_is_cut_from_the_attempt_the_person_asked_for(kai_sho
     assert directed.directed and kept_take([accepted, directed]) == (directed, "needs_review"), "even scoring lower"
     broken = take(None, directed_plan, attempt=2, status="failed", composite=0.0, max_attempts=2)
     assert kept_take([accepted, broken]) == (accepted, "accepted"), "an unscorable regeneration changes nothing"
+
+
+def storyboard_tiles(sheet: Image.Image, width: int, height: int, cells: int) -> int:
+    """How many of the sheet's grid cells hold a picture (the rest are the bare background)."""
+    from render.editing import STORYBOARD_CELL_WIDTH, STORYBOARD_COLUMNS
+
+    columns = min(STORYBOARD_COLUMNS, cells)
+    rows = -(-cells // columns)
+    thumb_h = round(STORYBOARD_CELL_WIDTH * height / width)
+    cell_w = (sheet.width - 12) // columns
+    cell_h = (sheet.height - 12) // rows
+    pixels = np.asarray(sheet.convert("RGB")).astype(int)
+    background = pixels[2, 2]
+    filled = 0
+    for i in range(columns * rows):
+        x, y = 12 + (i % columns) * cell_w, 12 + (i // columns) * cell_h
+        thumb = pixels[y: y + thumb_h, x: x + STORYBOARD_CELL_WIDTH]
+        filled += bool(np.abs(thumb - background).max() > 0)
+    return filled
