@@ -24,7 +24,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain bench-cli schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain bench-cli bench-memory schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 bench: venv services  ## end-to-end benchmark, and the editor's assembly time against render and score -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.assembly
+
+bench-memory: venv  ## the memory's retrieval quality (recall@5 on a labelled set) -> docs/BENCHMARKS.md
+	$(PY) -m bench.memory
 
 bench-drain: venv services  ## how fast planner, refiner and learner drain a topic, and their hops, vs bare aiokafka and Faust forwarders -> docs/BENCHMARKS.md
 	$(PY) -m bench.drain

@@ -18,7 +18,7 @@ from api.backends import Backends
 from api.live_hub import LiveHub
 from api.middleware import BodyLimit, RequestMetrics
 from api.problems import install_problem_handlers, install_problem_openapi
-from api.routes import assembly, director, live, media, ops, reads
+from api.routes import assembly, director, live, media, memory, ops, reads
 from foundation.settings import Settings
 
 log = logging.getLogger("tower.api")
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.registry = CollectorRegistry()
     install_problem_handlers(app)
     install_problem_openapi(app)
-    for module in (director, reads, assembly, live, media, ops):
+    for module in (director, reads, assembly, memory, live, media, ops):
         app.include_router(module.router)
 
     panel = settings.panel_dir or PANEL_DIST

@@ -402,6 +402,27 @@ class SceneAssembly(BaseModel):
     discontinuities: int
 
 
+class MemoryHit(BaseModel):
+    scene_id: str
+    shot_number: int
+    attempt: int
+    similarity: float = Field(description="Cosine similarity of the texts' embeddings, -1 to 1.")
+    composite: float
+    passed: bool
+    status: str
+    modifier: str
+    text: str = Field(description="What was remembered of the attempt: its plan and prompt pattern.")
+    frame_url: str | None = Field(None, description="The attempt's middle frame in the media store.")
+    scene_url: str
+
+
+class MemorySearchResponse(BaseModel):
+    query: str
+    embedder: str
+    searched: int = Field(description="Attempts in memory, all compared (an exact scan).")
+    hits: list[MemoryHit]
+
+
 class SceneDetail(BaseModel):
     scene: SceneSummary
     overall_mood: str | None = None

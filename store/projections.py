@@ -34,6 +34,7 @@ from events.models import (
     SceneRequested,
     ShotPlanned,
 )
+from store.memory import remember
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,8 @@ FROM (VALUES (1)) AS one (x)
 
 async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Origin) -> ScoreApplied:
     """Project a score and learn from it (like :func:`apply_event`), in one round trip that also
-    reads its workflow version's regression-check state (:func:`regression_alert`)."""
+    reads its workflow version's regression-check state (:func:`regression_alert`); then remember
+    it (:func:`store.memory.remember`, idempotent)."""
     v = envelope.value
     assert isinstance(v, QualityScored)
     evidence = evidence_of(v)
@@ -288,6 +290,8 @@ async def apply_score(conn: asyncpg.Connection, envelope: Envelope, origin: Orig
     )
     workflow = (WorkflowState(row["first_seen"], row["samples"], row["alert"], row["sent"], row["raised_by"])
                 if row["first_seen"] is not None else None)
+    # Outside the claim: a redelivery after a crash between the two statements remembers it then.
+    await remember(conn, envelope)
     return ScoreApplied(row["claimed"], workflow)
 
 

@@ -1,4 +1,5 @@
-"""Learning commands: ``tower patterns``, ``tower trends``, ``tower evaluate``, ``tower replay``."""
+"""Learning commands: ``tower patterns``, ``tower trends``, ``tower evaluate``, ``tower replay``,
+``tower memory search``."""
 
 from __future__ import annotations
 
@@ -61,6 +62,49 @@ def replay(
     group: Annotated[Optional[str], typer.Option(help="consumer group (default: TOWER_GROUP_PREFIX-replay-<unix time>)")] = None,
 ) -> None:
     run_command(cmd_replay, database_url=database_url, create=create, since=since, group=group)
+
+
+@app.command(help='Search the memory of past attempts: `tower memory search "a duel at dawn"` lists the attempts '
+             "whose plan reads most like the text, with their scene, shot, score and similarity.")
+def memory(
+    action: Annotated[str, typer.Argument(metavar="search", help="search")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="what to look for, in words")],
+    limit: Annotated[int, typer.Option(help="hits to show, best first", min=1, max=100)] = 10,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    if action != "search":
+        raise typer.BadParameter(f"unknown action {action!r}; use `tower memory search TEXT`")
+    run_command(cmd_memory_search, text=text, limit=limit, json=json_)
+
+
+def cmd_memory_search(args: argparse.Namespace, settings: Settings) -> int:
+    from director.memory import BUILT_IN, nearest
+    from store.memory import embedder_key, load
+    from store.migrate import migrate
+
+    async def read(conn):  # noqa: ANN001, ANN202 - asyncpg.Connection -> Memories
+        await migrate(conn)  # a database no worker has used yet has an empty memory, not none
+        return await load(conn, BUILT_IN)
+
+    memories = query(settings, read)
+    [vector] = BUILT_IN.embed([args.text])
+    hits = [{**{k: memories.rows[h.index][k] for k in ("scene_id", "shot_number", "attempt", "composite", "passed",
+                                                         "modifier", "text", "frame_uri")},
+             "similarity": round(h.similarity, 4)} for h in nearest(memories.vectors, vector, args.limit)]
+    if args.json:
+        print(json.dumps({"query": args.text, "embedder": embedder_key(BUILT_IN), "searched": len(memories.rows),
+                          "hits": hits}, indent=2))
+        return 0
+    if not hits:
+        print(f"tower: nothing remembered yet ({embedder_key(BUILT_IN)}): attempts are remembered once scored",
+              file=sys.stderr)
+        return 1
+    print(f"{len(hits)} of {len(memories.rows)} remembered attempts, most like {args.text!r}:")
+    for h in hits:
+        verdict = "passed" if h["passed"] else "under threshold"
+        print(f"  {h['similarity']:.3f}  {h['scene_id']} shot {h['shot_number']} attempt {h['attempt']}  "
+              f"{h['composite']:.3f} {verdict}  {h['modifier']}  {h['text'][:90]}")
+    return 0
 
 
 def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
