@@ -1,7 +1,7 @@
 """Live-stream watchers: many SSE clients of one API process, the hub against the code it replaced.
 
 Run with ``make bench-api`` (after the wrk loads) or alone: ``python -m bench.live``. For each
-scenario, the six agents run as processes (the ``sleep`` render fake, so a scene takes a few
+scenario, the seven agents run as processes (the ``sleep`` render fake, so a scene takes a few
 seconds and no CPU), one ``tower api`` process serves the streams, and a second process opens the
 watchers at once (plain asyncio sockets, so the clients cost little) right after the scene was
 submitted, and reads each stream to its end. Scenarios: N watchers of one scene (N = 10, 100, 300,

@@ -1,4 +1,4 @@
-"""End-to-end benchmark: scenes per minute through the six workers, per-stage hop latency, and
+"""End-to-end benchmark: scenes per minute through the seven workers, per-stage hop latency, and
 the raw aiokafka produce->consume hop on the same broker as the yardstick.
 
 Run with ``make bench`` (starts Kafka and PostgreSQL when they are not up). A hop is the time
@@ -179,7 +179,7 @@ async def run(scenes: int, latency_scenes: int, raw_count: int) -> str:
         f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
         f"broker {base.kafka_bootstrap}, renderer {settings.render_backend} {settings.render_width}x"
         f"{settings.render_height}, scorer device {settings.scorer_device}. Date: {time.strftime('%Y-%m-%d')}. "
-        "All six stages run as separate worker processes on the same machine as Kafka and PostgreSQL.",
+        "All seven stages run as separate worker processes on the same machine as Kafka and PostgreSQL.",
         "",
         f"- **Throughput:** {scenes} scenes ({scenes * len(plan_scene(kai('count'), fps=settings.render_fps).shots)} "
         "shots, plus retries) submitted together finished in "

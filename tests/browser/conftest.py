@@ -1,6 +1,6 @@
 """Fixtures for the DirectorPanel browser tests: the built panel (``make panel``), Debian's
 ``chromium`` driven by Playwright (no browser download), and a page on the real stack: ``tower
-api`` serving the panel, the six agents, real Kafka and PostgreSQL."""
+api`` serving the panel, the seven agents, real Kafka and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """DirectorPanel in real headless Chromium against the real stack (`tower api` serving the built
-panel, the six agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
+panel, the seven agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
 watches every shot complete with scores, rates one and sees its pattern row change; the same at
 phone width; the scene's film plays and seeks, and a shot regenerated on a note is cut into it;
 and axe-core finds no critical accessibility violation."""

@@ -1,4 +1,4 @@
-"""A scene through the six agents on the real broker with the ComfyUI render backend."""
+"""A scene through the seven agents on the real broker with the ComfyUI render backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP API through the real stack: `tower api` and the six agents as processes, real Kafka
+"""The HTTP API through the real stack: `tower api` and the seven agents as processes, real Kafka
 and PostgreSQL. Each test has its own topics, consumer groups, database and media store."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The editor through the real stack: a scene through the six agents ends with ``scene.assembled``,
+"""The editor through the real stack: a scene through the seven agents ends with ``scene.assembled``,
 its video, storyboard and timeline read back with PyAV, Pillow and OpenTimelineIO, served by
 ``tower api`` (the video with Range requests), and cut once however often it is delivered."""
 

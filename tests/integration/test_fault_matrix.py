@@ -1,4 +1,4 @@
-"""The fault-injection matrix: scenes in flight through the six stages (as processes) while a
+"""The fault-injection matrix: scenes in flight through the seven stages (as processes) while a
 fault is injected, on a Kafka broker and a PostgreSQL cluster of this module's own (so stopping
 or crashing them disturbs no other test). For every scenario:
 

@@ -1,4 +1,4 @@
-"""The live stream under load, through the real stack: `tower api`, the six agents, Kafka and
+"""The live stream under load, through the real stack: `tower api`, the seven agents, Kafka and
 PostgreSQL. The API keeps one Kafka tail for all its watchers (api/live_hub.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A scene through all six agents on the real broker, projected into the real database."""
+"""A scene through all seven agents on the real broker, projected into the real database."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ StageName = Enum("StageName", {name: name for name in (*STAGE_NAMES, "all")}, ty
 TopicsAction = Enum("TopicsAction", {"create": "create", "list": "list"}, type=str)
 
 
-@app.command(help="Run a stage's Faust worker, or all six in this process (`all`, for development).")
-def worker(stage: Annotated[StageName, typer.Argument(metavar="STAGE", help="planner, refiner, renderer, scorer, learner, retrier, or all")]) -> None:
+@app.command(help="Run a stage's Faust worker, or all seven in this process (`all`, for development).")
+def worker(stage: Annotated[StageName, typer.Argument(metavar="STAGE", help="planner, refiner, renderer, scorer, learner, retrier, editor, or all")]) -> None:
     run_command(cmd_worker, stage=stage.value)
 
 
