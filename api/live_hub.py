@@ -10,8 +10,10 @@ from the scene's first event, in one order, so:
   event-loop step: nothing is missed or sent twice;
 - a watcher that reconnects with ``Last-Event-ID`` skips what its cursor says it has;
 - a scene the hub did not see start (requested before the hub started, or evicted) is read once
-  from Kafka up to where the hub stands, for all of its watchers together, while the hub keeps
-  the live records of it aside; then it is a channel like any other.
+  from Kafka up to where the hub stood when the channel opened, for all of its watchers together,
+  while the hub keeps the live records of it aside; then it is a channel like any other;
+- an event the log holds twice (a stage that was redelivered a record produces the same event id
+  again: at-least-once) is sent once: the channel remembers the ids it has delivered.
 
 A watcher's queue is bounded: one that falls that far behind is sent ``overflow`` (with the cursor
 to reconnect from) and disconnected, never skipped silently, and the others are not held up.
@@ -119,6 +121,7 @@ class SceneChannel:
     # The brokers' end offsets when every shot became final: complete once the hub has read them.
     ends_when_done: dict[TopicPartition, int] | None = None
     ended: bool = False
+    event_ids: set[tuple[str, str]] = field(default_factory=set)
     history_task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
@@ -150,8 +153,7 @@ class LiveHub:
         await self._start()
         channel = self._channels.get(scene_id)
         if channel is None:
-            channel = self._open(scene_id)
-            channel.history_task = asyncio.create_task(self._read_history(channel, since_ms))
+            channel = self._open_from_history(scene_id, since_ms)
         self._channels.move_to_end(scene_id)
         if not channel.ready.is_set():
             await channel.ready.wait()
@@ -245,14 +247,22 @@ class LiveHub:
         self._evict()
         return channel
 
+    def _open_from_history(self, scene_id: str, since_ms: int) -> SceneChannel:
+        """A channel filled from Kafka up to where the hub stands now. The bound is taken here, in
+        the step that opens the channel: the poll task may dispatch before the history task first
+        runs, and what it dispatches goes aside, so it must not also be history."""
+        channel = self._open(scene_id)
+        until = dict(self._read_to)
+        channel.history_task = asyncio.create_task(self._read_history(channel, since_ms, until))
+        return channel
+
     def _evict(self) -> None:
         """Forget the least recently used scenes nobody watches beyond :attr:`max_scenes`."""
         excess = len(self._channels) - self.max_scenes
         for scene_id in [s for s, c in self._channels.items() if not c.watchers and c.ready.is_set()][:max(excess, 0)]:
             del self._channels[scene_id]
 
-    async def _read_history(self, channel: SceneChannel, since_ms: int) -> None:
-        until = dict(self._read_to)  # what the hub dispatches from here on is kept aside meanwhile
+    async def _read_history(self, channel: SceneChannel, since_ms: int, until: dict[TopicPartition, int]) -> None:
         try:
             history = await scene_history(self.settings, channel.scene_id, since_ms=since_ms, until=until)
         except Exception as exc:  # noqa: BLE001 - told to the watchers, who can reconnect
@@ -326,9 +336,14 @@ class LiveHub:
     def _append(self, channel: SceneChannel, record: SceneRecord) -> None:
         if channel.ended:
             return
+        channel.positions[record.partition] = record.offset + 1
+        if (event_id := record.headers.get("ce_id")) is not None:
+            # By topic: a dead letter keeps the id of the event it holds, and is news.
+            if (record.topic, event_id) in channel.event_ids:
+                return
+            channel.event_ids.add((record.topic, event_id))
         if record.value is not None:
             channel.progress.observe(record.topic, record.value)
-        channel.positions[record.partition] = record.offset + 1
         positions = dict(channel.positions)
         body = sse_body("dead_letter" if record.dead_letter else record.topic, describe_record(record))
         self._deliver(channel, Delivery(record, body, positions, encode_cursor(positions)))

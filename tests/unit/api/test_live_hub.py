@@ -127,3 +127,38 @@ async def test_a_resumed_cursor_skips_what_it_has_and_never_goes_back() -> None:
     sent = decode_cursor(frames[-1].split(b"\n")[0][len(b"id: "):].decode())
     assert sent[TopicPartition("t.shot.planned", 1)] == 4 and sent[other] == 9
     assert sent[TopicPartition("t.scene.requested", 0)] == 1
+
+
+async def test_records_dispatched_before_the_history_task_runs_are_not_history_too(monkeypatch) -> None:
+    """The poll task can dispatch between a channel opening from history and that history's
+    first step: those records go aside, and the history stops where the hub stood at the open."""
+    import api.live_hub as live_hub
+
+    live = hub()
+    tp = TopicPartition(SETTINGS.topic(SHOT_PLANNED.name), 0)
+    log = [record(REQUEST, SHOT_PLANNED.name, 0), record(planned(1), SHOT_PLANNED.name, 1),
+           record(planned(2), SHOT_PLANNED.name, 2)]
+
+    async def scene_history(settings, scene_id, *, since_ms, until):
+        return [live_hub.decode_record(settings, r) for r in log if r.offset < until[tp]]
+
+    monkeypatch.setattr(live_hub, "scene_history", scene_history)
+    live._read_to = {tp: 2}
+    channel = live._open_from_history("scene-a", 0)
+    live._dispatch([[log[2]]])  # before the history task has run a step
+    assert channel.aside, "the live record should wait aside while the history is read"
+    await channel.ready.wait()
+    assert offsets(channel.deliveries) == [0, 1, 2]
+
+
+async def test_an_event_the_log_holds_twice_is_delivered_once() -> None:
+    live = hub()
+    live._dispatch([[record(REQUEST, SCENE_REQUESTED.name, 0)]])
+    channel = live.channel("scene-a")
+    _, watcher = live.join(channel)
+    first = record(planned(1), SHOT_PLANNED.name, 4, 1)
+    again = ConsumerRecord(first.topic, 1, 5, 0, 0, first.key, first.value, None, 0, 0, first.headers)
+    live._dispatch([[first, again, record(planned(2), SHOT_PLANNED.name, 6, 1)]])
+    assert offsets(drain(watcher.queue)) == [4, 6]
+    # The cursor still passes the copy: a resumed stream does not read it again.
+    assert decode_cursor(channel.deliveries[-1].cursor)[TopicPartition("t.shot.planned", 1)] == 7
