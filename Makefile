@@ -24,7 +24,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-resume bench-parallel bench-learning bench-drain bench-cli bench-memory schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-comfy-gpu test-models bench-resume bench-parallel bench-learning bench-drain bench-cli bench-memory schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ test-faults: venv services  ## the fault-injection tests (fuzzed events, killed 
 
 test-comfyui: venv services  ## ComfyUI client tests (fake server + real ComfyUI the suite starts and stops)
 	$(PY) -m pytest -q tests/unit/comfy tests/comfyui $(PYTEST_ARGS)
+
+test-models: venv services  ## real model architectures through the real ComfyUI: an SD1.5 checkpoint the test writes (2.1 GB, cached), the presets' validation
+	$(PY) -m pytest -q -m models $(PYTEST_ARGS)
 
 comfyui:  ## start a local ComfyUI 0.3.75 (own venv; first run ~2 min, ~6 GB)
 	@$(COMFYCTL) start
@@ -135,6 +138,9 @@ bench-scoring-gpu: venv  ## scoring benchmark on CUDA (a GPU machine), and shots
 
 bench-comfy: venv  ## ComfyUI client overhead per job -> docs/BENCHMARKS.md
 	$(PY) -m bench.comfy_overhead
+
+bench-comfy-gpu: venv  ## seconds per shot of each preset a CUDA ComfyUI (TOWER_COMFY_URLS) has the models for -> docs/BENCHMARKS.md
+	$(PY) -m bench.comfy_gpu
 
 lint: venv  ## ruff (pyflakes + import order) and the layer contracts (.importlinter, lint-imports)
 	$(PY) -m ruff check .

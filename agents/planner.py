@@ -58,6 +58,7 @@ class Planner(Stage):
                     ),
                     shot=shot,
                     style=request.style,
+                    render_preset=request.render_preset,
                     overall_mood=plan.overall_mood,
                     lighting_suggestions=plan.lighting_suggestions,
                     plan_notes=list(plan.notes),

@@ -26,6 +26,7 @@ class Refiner(DatabaseStage):
 
     async def handle(self, envelope: Envelope[ShotPlanned], origin: Origin) -> list[Envelope]:
         refined = await refine_planned(self.pool, envelope.value, self.settings,
-                                       workflow=workflow_name(self.settings), now=envelope.time)
+                                       workflow=workflow_name(self.settings, envelope.value.render_preset),
+                                       now=envelope.time)
         decided = await decide_once(self.pool, envelope.id, refined.prompt)
         return [envelope.derive(refined.model_copy(update={"prompt": decided}), source=self.source)]

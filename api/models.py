@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from comfy.presets import PRESETS
 from eventlog.follow import new_scene_id
 from events.models import (
     AssembledShot,
@@ -27,6 +28,7 @@ SessionId = Annotated[str, Field(min_length=1, max_length=128)]
 Description = Annotated[str, Field(min_length=1, max_length=2000, description="What happens in the scene.")]
 Character = Annotated[str, Field(min_length=1, max_length=64)]
 Characters = Annotated[list[Character], Field(max_length=16, description="Names of the characters in the scene.")]
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type] - the shipped presets, listed in the OpenAPI
 Style = Annotated[str, Field(min_length=1, max_length=64, description="Visual style, e.g. anime, ghibli, cyberpunk.")]
 
 
@@ -111,6 +113,9 @@ class IntegrateRequest(PlanRequest):
         "used in every shot and remembered for later scenes that name the character.")
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     quality_threshold: Probability | None = None
+    render_preset: PresetName | None = Field(
+        None, description="The ComfyUI render preset of this scene (docs/MODELS.md; `tower models` says which a "
+        "server can run); unset: the renderer's TOWER_RENDER_PRESET or workflow. Only the comfyui backend uses it.")
 
 
 def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
@@ -120,7 +125,7 @@ def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
         scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
         characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
         quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
-        character_sheets=body.character_sheets, **extra,
+        character_sheets=body.character_sheets, render_preset=body.render_preset, **extra,
     )
 
 

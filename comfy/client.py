@@ -308,6 +308,22 @@ class ComfyClient:
     async def object_info(self) -> dict[str, Any]:
         return await self._json("GET", "/object_info", timeout=self._timeout(self.config.view))
 
+    async def models(self, folder: str) -> list[str]:
+        """GET /models/{folder}: the file names ComfyUI lists in a models folder (sub-folders with
+        ``/``); empty for a folder this server does not know (HTTP 404)."""
+        response = await self._request("GET", f"/models/{folder}")
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise ComfyError(f"GET /models/{folder}: HTTP {response.status_code}", server=self.url)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, list):
+            raise TransportError(f"GET /models/{folder}: not a list of files", server=self.url)
+        return [str(name) for name in payload]
+
     async def system_stats(self) -> dict[str, Any]:
         """GET /system_stats; used as the health check."""
         payload = await self._json("GET", "/system_stats")

@@ -14,7 +14,8 @@ slots, found from the graph's links, never from node ids:
                     ``KSamplerSelect``; Tower's name is mapped to ComfyUI's
                     (:func:`comfy_sampler_name`) and set only where it is a valid choice
 ``width``,          the latent (or image) source upstream of the sampler's ``latent_image``
-``height``          (``EmptyLatentImage``, the ``Empty*LatentVideo`` nodes...); with no sampler,
+``height``          (``EmptyLatentImage``, the ``Empty*LatentVideo`` nodes, the ``ImageScale`` before a
+                    ``VAEEncode``...); with no sampler,
                     every node with literal ``width`` and ``height`` inputs (``EmptyImage``)
 ``frame_count``     that source's ``length`` (video latents) or else ``batch_size``
 ``reference_image`` the ``image`` input of ``LoadImage`` nodes (a character reference)
@@ -445,7 +446,8 @@ def _latent_source(graph: dict[str, Any], start: str) -> str | None:
         node = graph[nid]
         if _literal(node, "width") and _literal(node, "height"):
             return nid
-        for name in ("samples", "latent", "latent_image", "samples1", "samples2"):
+        # ``pixels``: an img2img latent is VAEEncode of an image whose size a node upstream sets.
+        for name in ("samples", "latent", "latent_image", "samples1", "samples2", "pixels", "image"):
             value = node.get("inputs", {}).get(name)
             if _is_link(value):
                 todo.append(str(value[0]))

@@ -85,6 +85,7 @@ def retry_of(event: QualityScored, *, best_modifier: str | None = None) -> ShotP
         retry_reason=f"{outcome(event)}; {NEXT_STEP[escalation]}",
         keep_modifier=keep.get(escalation),
         character_sheets=event.character_sheets,
+        render_preset=event.render_preset,
     )
 
 

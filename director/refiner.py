@@ -146,13 +146,14 @@ def choose_modifier(planned: ShotPlanned, posteriors: Mapping[str, Posterior], s
     return thompson_choice(posteriors, candidates, seed)
 
 
-def sampler_settings(modifier: Modifier, escalation: Escalation) -> tuple[int, float]:
+def sampler_settings(modifier: Modifier, escalation: Escalation, max_steps: int = MAX_STEPS) -> tuple[int, float]:
     """Steps and cfg: the base, moved by the modifier's cfg; the ``workflow-setting`` rung alone
-    changes them further, so a modifier's credited scores never mix in the attempt number."""
+    changes them further, so a modifier's credited scores never mix in the attempt number.
+    ``max_steps`` caps the steps (a draft, or a model run on CPU)."""
     steps, cfg = BASE_STEPS, BASE_CFG + modifier.cfg_delta
     if escalation == "workflow-setting":
         steps, cfg = round(BASE_STEPS * WORKFLOW_STEPS_FACTOR), cfg + WORKFLOW_CFG_DELTA
-    return min(steps, MAX_STEPS), round(max(1.0, cfg), 2)
+    return min(steps, MAX_STEPS, max_steps), round(max(1.0, cfg), 2)
 
 
 def refine(
@@ -165,13 +166,14 @@ def refine(
     workflow: str,
     learner_version: str,
     policy: str = "thompson",
+    max_steps: int = MAX_STEPS,
 ) -> PromptRefined:
     shot = planned.shot
     direction = planned.direction if planned.escalation == "directed" else None
     seed = decision_seed(planned.scene_id, shot.shot_number, planned.attempt, learner_version)
     choice = choose_modifier(planned, posteriors, seed, policy)
     modifier = MODIFIERS[choice.modifier]
-    steps, cfg = sampler_settings(modifier, planned.escalation)
+    steps, cfg = sampler_settings(modifier, planned.escalation, max_steps)
     prompt = ", ".join(
         part
         for part in (

@@ -85,6 +85,10 @@ class SceneRequested(_Event):
     target_duration_s: Annotated[float, Field(ge=1.0, le=300.0)] | None = Field(
         None, description="Wanted length of the whole scene in seconds; unset: the planner's own pacing."
     )
+    render_preset: Label | None = Field(
+        None, description="The ComfyUI render preset of this scene's shots (`anime-sd15`, `anime-sdxl`, `anime-ref`, "
+        "`video-wan22-5b`, `video-ltxv`: docs/MODELS.md); unset: the renderer's TOWER_RENDER_PRESET or workflow.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -163,6 +167,9 @@ class _ShotAttempt(_Event):
         default_factory=dict, description="The designs of the scene's characters (given or remembered)."
     )
     direction: Direction | None = Field(None, description="A person's direction (`directed` attempts only).")
+    render_preset: Label | None = Field(
+        None, description="The scene's ComfyUI render preset; unset: the renderer's own (TOWER_RENDER_PRESET)."
+    )
 
 
 class ShotPlanned(_ShotAttempt):

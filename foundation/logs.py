@@ -78,6 +78,6 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Faust and aiokafka are chatty at INFO; their warnings still come through.
-    for noisy in ("faust", "mode", "aiokafka", "kafka"):
+    # Faust, aiokafka and httpx (a line per request) are chatty at INFO; their warnings still come through.
+    for noisy in ("faust", "mode", "aiokafka", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

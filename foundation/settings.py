@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     comfy_workflow: Path | None = Field(
         None, description="Workflow template (API- or UI-format JSON); unset: the built-in model-free template."
     )
+    render_preset: str | None = Field(
+        None, description="A render preset of the comfyui backend, in place of TOWER_COMFY_WORKFLOW: `anime-sd15`, "
+        "`anime-sdxl`, `anime-ref`, `video-wan22-5b`, `video-ltxv` (docs/MODELS.md; `tower models` says which can run).",
+    )
+    comfy_models: dict[str, str] = Field(
+        default_factory=dict, description="Your model file for a preset's role, as JSON: "
+        "`{\"sd15-checkpoint\": \"myAnime_v3.safetensors\"}`; unset roles load the published files (docs/MODELS.md).",
+    )
     comfy_timeout_s: float = Field(
         600.0, gt=0, description="Deadline of one ComfyUI render, retries included; then it is interrupted and dequeued."
     )
@@ -57,6 +65,10 @@ class Settings(BaseSettings):
     )
     render_width: int = Field(256, ge=32, le=4096, description="Frame width in pixels.")
     render_height: int = Field(256, ge=32, le=4096, description="Frame height in pixels.")
+    render_max_steps: int = Field(
+        60, ge=1, le=200, description="Most sampler steps an attempt gets (the refiner's own range is 24-36): "
+        "lower for drafts, 1-2 to run a real model on CPU.",
+    )
     render_fps: int = Field(4, ge=1, le=60, description="Frames per second of a rendered shot.")
 
     plan_in_flight: int = Field(

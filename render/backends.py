@@ -131,14 +131,15 @@ def backend_for(settings: Settings, on_progress: ProgressSink | None = None) -> 
     raise ValueError(f"unknown render backend {settings.render_backend!r}")
 
 
-def workflow_name(settings: Settings) -> str:
-    """The workflow/model version part of a pattern's context, without building the backend."""
+def workflow_name(settings: Settings, render_preset: str | None = None) -> str:
+    """The workflow/model version part of a pattern's context, without building the backend.
+    ``render_preset``: a scene's own preset, which only the comfyui backend renders with."""
     if settings.render_backend == "procedural":
         return procedural.WORKFLOW
     if settings.render_backend == "comfyui":
         from render.comfyui import comfy_workflow_name
 
-        return comfy_workflow_name(settings)
+        return comfy_workflow_name(settings, render_preset)
     if settings.render_backend == "sleep":
         return SleepBackend.workflow
     if settings.render_backend == "simulated":

@@ -40,12 +40,14 @@ from comfy.jobs import JobResult
 from comfy.media import animated_frames, encode_png, png_size, sniff, still_frame, video_frames
 from comfy.outputs import fetch, output_files
 from comfy.pool import ComfyPool, PoolConfig
+from comfy.presets import PRESETS, ModelFile, Preset, missing_files, preset
 from comfy.progress import ProgressEvent
 from comfy.ui_format import is_ui_format, ui_to_api
 from comfy.workflow import BUILTIN_TEMPLATE, WorkflowTemplate, read_template_file, workflow_name
 from events.models import FrameRef, PromptRefined
-from render.errors import RenderError
-from render.media import attempt_dir
+from render.camera import animate_keyframe
+from render.errors import ModelFilesMissing, RenderError
+from render.media import attempt_dir, write_frames
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,19 @@ DEFAULT_URLS = "http://127.0.0.1:8188"
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_IN_FLIGHT = 2
 REFERENCE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# How long a server's model folder listing is trusted: a file copied in is seen within this.
+MODEL_LISTING_TTL_S = 30.0
 
 RenderProgress = Callable[[PromptRefined, ProgressEvent], Awaitable[None] | None]
 
 
-def comfy_workflow_name(settings: Any) -> str:
-    """``workflow_name`` for ``render.backends``: from the template file alone, no server."""
+def comfy_workflow_name(settings: Any, render_preset: str | None = None) -> str:
+    """``workflow_name`` for ``render.backends``: from the preset or the template file alone, no
+    server. An unknown preset gets a name of its own here; rendering it fails, naming the choices."""
+    if name := render_preset or getattr(settings, "render_preset", None):
+        if name not in PRESETS:
+            return f"comfyui-{name}-unknown"
+        return preset(name).workflow(getattr(settings, "comfy_models", None))
     return workflow_name(getattr(settings, "comfy_workflow", None))
 
 
@@ -79,21 +88,30 @@ class ComfyBackend:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         references_dir: Path | None = None,
         on_progress: RenderProgress | None = None,
+        render_preset: Preset | None = None,
+        model_names: dict[str, str] | None = None,
     ) -> None:
         self.pool = pool
+        self.preset = render_preset
+        self.model_names = dict(model_names or {})
         self.template_path = Path(template_path) if template_path else BUILTIN_TEMPLATE
-        self.workflow = workflow_name(self.template_path)
+        self.workflow = (render_preset.workflow(self.model_names) if render_preset is not None
+                         else workflow_name(self.template_path))
+        self._listings: dict[str, tuple[float, dict[str, list[str]]]] = {}
         self.timeout_s = timeout_s
         self.references_dir = references_dir
         self.on_progress = on_progress
-        self._template: WorkflowTemplate | None = None
+        self._templates: dict[str | None, WorkflowTemplate] = {}
         self._started = False
         self._lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any, on_progress: RenderProgress | None = None) -> ComfyBackend:
-        """Build from Tower settings (``comfy_urls``, ``comfy_workflow``, ``comfy_timeout_s``,
-        ``comfy_max_in_flight``, ``comfy_references_dir``; documented defaults when absent)."""
+        """Build from Tower settings (``comfy_urls``, ``render_preset`` or ``comfy_workflow``,
+        ``comfy_models``, ``comfy_timeout_s``, ``comfy_max_in_flight``, ``comfy_references_dir``;
+        documented defaults when absent). An unknown preset is a :class:`WorkflowError`."""
+        name = getattr(settings, "render_preset", None)
+        chosen = preset(name) if name else None
         pool = ComfyPool.from_urls(
             getattr(settings, "comfy_urls", DEFAULT_URLS),
             config=PoolConfig(max_in_flight=getattr(settings, "comfy_max_in_flight", DEFAULT_MAX_IN_FLIGHT)),
@@ -104,22 +122,37 @@ class ComfyBackend:
             timeout_s=getattr(settings, "comfy_timeout_s", DEFAULT_TIMEOUT_S),
             references_dir=getattr(settings, "comfy_references_dir", None),
             on_progress=on_progress,
+            render_preset=chosen,
+            model_names=getattr(settings, "comfy_models", None),
         )
 
     async def aclose(self) -> None:
         await self.pool.aclose()
 
-    async def template(self) -> WorkflowTemplate:
-        """The loaded template; a UI-format file is converted with the first server's /object_info."""
+    async def template(self, chosen: Preset | None = None) -> WorkflowTemplate:
+        """The loaded template of a preset (``None``: the file's); a UI-format file is converted
+        with the first server's /object_info."""
         async with self._lock:
             if not self._started:
                 await self.pool.start()
                 self._started = True
-            if self._template is None:
-                self._template = await self._load_template()
-            return self._template
+            key = chosen.name if chosen is not None else None
+            if key not in self._templates:
+                self._templates[key] = await self._load_template(chosen)
+            return self._templates[key]
 
-    async def _load_template(self) -> WorkflowTemplate:
+    def preset_of(self, event: PromptRefined) -> Preset | None:
+        """The scene's own preset, else the renderer's (``TOWER_RENDER_PRESET``), else none."""
+        return preset(event.render_preset) if event.render_preset else self.preset
+
+    async def _load_template(self, chosen: Preset | None) -> WorkflowTemplate:
+        if chosen is not None:
+            graph = chosen.graph(self.model_names)
+            template = WorkflowTemplate.from_graph(chosen.name, graph, object_info=None)
+            template.require("prompt", "seed", "width", "height")
+            if chosen.kind == "video":
+                template.require("frame_count")
+            return template
         name, data, sha = read_template_file(self.template_path)
         info = None
         if is_ui_format(data):
@@ -142,7 +175,9 @@ class ComfyBackend:
 
     async def render(self, event: PromptRefined, media_root: Path) -> list[FrameRef]:
         try:
-            template = await self.template()
+            chosen = self.preset_of(event)
+            keyframe = chosen is not None and chosen.kind == "keyframe"
+            template = await self.template(chosen)
             spec = event.prompt
             graph = template.patch(
                 {
@@ -154,11 +189,18 @@ class ComfyBackend:
                     "sampler": spec.sampler,  # mapped to ComfyUI's name; kept where not a valid choice
                     "width": spec.width,
                     "height": spec.height,
-                    "frame_count": event.shot.frame_count,
+                    "frame_count": 1 if keyframe else event.shot.frame_count,
                     "motion_bucket": motion_bucket(spec.motion_strength),
                 }
             )
             reference = self._reference_for(event) if template.slots.get("reference_image") else None
+            if reference is None and chosen is not None and chosen.needs_reference:
+                raise RenderError(
+                    f"preset {chosen.name} needs a reference image of one of {', '.join(event.shot.characters) or '(no characters)'}: "
+                    f"put <character>.png (or .jpg, .webp) in TOWER_COMFY_REFERENCES_DIR ({self.references_dir or 'unset'})"
+                )
+            if chosen is not None:
+                await self._check_models(chosen)
             folder = attempt_dir(event.scene_id, event.shot.shot_number, event.attempt)
 
             async def prepare(client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +214,8 @@ class ComfyBackend:
             async def finish(client: ComfyClient, result: JobResult) -> list[FrameRef]:
                 files = output_files(result.history)
                 blobs = await fetch(client, files)
+                if keyframe:
+                    return await asyncio.to_thread(store_animated_keyframe, media_root, folder, blobs, event)
                 return await asyncio.to_thread(store_outputs, media_root, folder, blobs)
 
             return await self.pool.run(
@@ -185,6 +229,34 @@ class ComfyBackend:
             if exc.final or isinstance(exc, JobTimeout):
                 raise RenderError(f"comfyui: {exc}") from exc
             raise
+
+    async def _check_models(self, chosen: Preset) -> None:
+        """Refuse, before anything is queued, a preset whose files no server of the pool has."""
+        files = chosen.files(self.model_names)
+        missing: dict[str, list[ModelFile]] = {}
+        unreachable: list[str] = []
+        for server in self.pool.servers:
+            try:
+                listings = await self._listing(server.client, {f.folder for f in files})
+            except ComfyError as exc:
+                unreachable.append(f"{server.url} ({exc})")
+                continue
+            lacking = missing_files(files, listings)
+            if not lacking:
+                return
+            missing[server.url] = lacking
+        if unreachable:
+            return  # a server that did not answer may have the files: the pool finds out, or waits
+        raise ModelFilesMissing(chosen.name, missing)
+
+    async def _listing(self, client: ComfyClient, folders: set[str]) -> dict[str, list[str]]:
+        now = asyncio.get_running_loop().time()
+        cached = self._listings.get(client.url)
+        if cached is not None and now - cached[0] < MODEL_LISTING_TTL_S and folders <= cached[1].keys():
+            return cached[1]
+        listing = {folder: await client.models(folder) for folder in sorted(folders)}
+        self._listings[client.url] = (now, listing)
+        return listing
 
     def _reference_for(self, event: PromptRefined) -> Path | None:
         if self.references_dir is None:
@@ -218,6 +290,32 @@ async def upload_reference(client: ComfyClient, path: Path) -> str:
         raise WorkflowError(f"reference {path.name} is not a still image")
     name = f"ref-{hashlib.sha256(data).hexdigest()[:16]}{media.ext}"
     return await client.upload_image(data, name)
+
+
+def store_animated_keyframe(root: Path, relative_dir: Path, blobs: list[bytes], event: PromptRefined) -> list[FrameRef]:
+    """The first picture of a keyframe preset's outputs, kept as ``keyframe.png`` and moved by the
+    shot's planned camera (:mod:`render.camera`) into ``shot.frame_count`` frames at the shot's fps."""
+    keyframe = None
+    for data in blobs:
+        media = sniff(data)
+        if media is not None and media.kind == "still":
+            try:
+                keyframe = still_frame(data)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise RenderError(f"comfyui: cannot decode the keyframe ({media.ext}): {exc}") from exc
+            break
+    if keyframe is None:
+        raise RenderError("comfyui: the keyframe preset produced no picture")
+    folder = root / relative_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in list(folder.glob("frame_*.png")) + list(folder.glob("clip_*")):
+        stale.unlink()
+    _write_atomic(folder / "keyframe.png", encode_png(keyframe))
+    spec = event.prompt
+    frames = animate_keyframe(keyframe, movement=event.shot.camera_movement, frame_count=event.shot.frame_count,
+                              fps=event.shot.fps, motion=spec.camera_motion, seed=spec.seed,
+                              width=spec.width, height=spec.height)
+    return write_frames(root, relative_dir, frames)
 
 
 def store_outputs(root: Path, relative_dir: Path, blobs: list[bytes]) -> list[FrameRef]:

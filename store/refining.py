@@ -30,4 +30,5 @@ async def refine_planned(pool: asyncpg.Pool, planned: ShotPlanned, settings: Set
         character_sheets_for(pool, missing),
     )
     return refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,
-                  workflow=workflow, learner_version=settings.learner_version, policy=settings.refiner_policy)
+                  workflow=workflow, learner_version=settings.learner_version, policy=settings.refiner_policy,
+                  max_steps=settings.render_max_steps)

@@ -21,7 +21,7 @@ from comfy.progress import ProgressStream
 from render.backends import RenderError
 from render.comfyui import ComfyBackend, upload_reference
 from render.media import resolve
-from tests.comfyui.conftest import kill, url_of
+from tests.comfyui.servers import kill, url_of
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.integration]
 

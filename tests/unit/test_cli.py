@@ -64,6 +64,7 @@ def test_help_lists_every_command(capsys):
     (["submit"], "give a scene description, or --file"),
     (["submit", "Kai", "--file", "x.jsonl"], "not both"),
     (["submit", "Kai", "--max-attempts", "many"], "--max-attempts"),
+    (["submit", "Kai", "--preset", "anime-sd3"], "unknown preset 'anime-sd3'; choose one of anime-sd15"),
     (["worker", "painter"], "not one of"),
     (["trends", "--by", "colour"], "--by"),
     (["no-such-command"], "No such command"),

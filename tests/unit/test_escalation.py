@@ -120,3 +120,10 @@ def test_a_directed_attempt_does_as_the_person_says_and_teaches_no_pattern(kai_s
     done = scored(planned, "dynamic-action", 0.2, attempt=4)
     assert not credited(done) and fold({}, done) == {}, "a person's choice is not the policy's"
     assert is_final(done) and follow_up(done, best_of(None, done)).attempts == 4, "no retry: review if it fails"
+
+
+def test_a_scenes_render_preset_rides_every_retry(kai_shots):
+    planned = kai_shots[0].model_copy(update={"max_attempts": 3, "render_preset": "anime-ref"})
+    second = retry_of(scored(planned, "clean-cel", 0.2))
+    third = retry_of(scored(second, "clean-cel", 0.2, attempt=2))
+    assert second.render_preset == third.render_preset == "anime-ref"

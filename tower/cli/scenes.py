@@ -42,9 +42,18 @@ def submit(
         help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")] = None,
     duration: Annotated[Optional[float], typer.Option(
         help="scene length in seconds, 1-300: the planned shots sum to it (default: as the text needs)")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="the ComfyUI render preset of this scene, e.g. anime-sd15 (`tower models` lists them and where each "
+        "can run; default: the renderer's TOWER_RENDER_PRESET)")] = None,
     follow: Annotated[bool, typer.Option(help="show progress, then the plan, scores and pattern updates")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --follow (or a --file batch) waits")] = 600.0,
 ) -> None:
+    if preset is not None:
+        from comfy.presets import PRESETS
+
+        if preset not in PRESETS:
+            raise typer.BadParameter(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}",
+                                     param_hint="--preset")
     if (description is None) == (file is None):
         raise typer.BadParameter("give a scene description, or --file with one scene per line (not both)")
     if file is not None:
@@ -52,8 +61,8 @@ def submit(
     else:
         run_command(cmd_submit, description=description, characters=characters,
                     sheets=read_character_sheets(character_sheet or [], character_sheets), session=session, scene_id=scene_id,
-                    style=style, max_attempts=max_attempts, threshold=threshold, duration=duration, follow=follow,
-                    timeout=timeout)
+                    style=style, max_attempts=max_attempts, threshold=threshold, duration=duration, preset=preset,
+                    follow=follow, timeout=timeout)
 
 
 @app.command(help="A scene's plan, attempts (with their escalation and why they were retried) and scores.")
@@ -128,6 +137,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         quality_threshold=args.threshold,
         target_duration_s=args.duration,
         character_sheets=args.sheets,
+        render_preset=args.preset,
     )
 
     async def run() -> int:

@@ -1,10 +1,11 @@
 """Running and operating Tower: ``tower worker``, ``tower api``, ``tower topics``, ``tower schemas``,
-``tower db``, ``tower dlq``, ``tower settings``."""
+``tower db``, ``tower dlq``, ``tower settings``, ``tower models``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -67,6 +68,16 @@ def dlq(
     offset: Annotated[Optional[list[int]], typer.Option(help="redrive the letter at this dead-letter offset")] = None,
 ) -> None:
     run_command(cmd_dlq, words=words or [], limit=limit, id=id_ or [], offset=offset or [])
+
+
+@app.command(help="Which render presets each ComfyUI server (TOWER_COMFY_URLS) can run, and exactly which model "
+             "files are missing where, with where to download them. Exit 1 if a server does not answer or the "
+             "preset in TOWER_RENDER_PRESET can run on none.")
+def models(
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each server", min=0.1)] = 5.0,
+) -> None:
+    run_command(cmd_models, json=json_, timeout=timeout)
 
 
 @app.command(help="Print the settings in force (passwords masked).")
@@ -172,3 +183,44 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
             value = ",".join(map(str, value))
         print(f"TOWER_{name.upper()}={'' if value is None else value}")
     return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from comfy.presets import PRESETS, preset, unknown_roles
+    from comfy.survey import survey
+
+    if settings.render_preset:
+        preset(settings.render_preset)  # an unknown name: one line naming the choices
+    urls = [url.strip() for url in settings.comfy_urls.split(",") if url.strip()]
+    surveys = asyncio.run(survey(urls, settings.comfy_models, timeout_s=args.timeout))
+    chosen = settings.render_preset
+    runnable = chosen is None or any(s.ready(chosen) for s in surveys)
+    dead = [s for s in surveys if s.error is not None]
+    if args.json:
+        print(json.dumps({"preset": chosen, "preset_runnable": runnable if chosen else None,
+                          "unknown_roles": unknown_roles(settings.comfy_models),
+                          "servers": [s.as_dict() for s in surveys]}, indent=2))
+        return 1 if dead or not runnable else 0
+    for role in unknown_roles(settings.comfy_models):
+        print(f"warning: TOWER_COMFY_MODELS names {role!r}, which no preset loads", file=sys.stderr)
+    width = max(map(len, PRESETS))
+    for result in surveys:
+        if result.error is not None:
+            print(f"{result.url}: not answering: {result.error}")
+            continue
+        print(f"{result.url}:")
+        for name, files in result.missing.items():
+            mark = " (TOWER_RENDER_PRESET)" if name == chosen else ""
+            if not files:
+                extra = " (needs <character>.png in TOWER_COMFY_REFERENCES_DIR)" if PRESETS[name].needs_reference else ""
+                print(f"  {name:<{width}}  ready{extra}{mark}")
+                continue
+            print(f"  {name:<{width}}  missing {len(files)} file(s){mark}:")
+            for f in files:
+                size = f", {f.size_bytes / 1e9:.1f} GB" if f.size_bytes else ""
+                source = f"download {f.url}" if f.url else "your own file (TOWER_COMFY_MODELS)"
+                print(f"  {'':<{width}}    models/{f.path}  <- {source}{size}")
+    if chosen and not runnable:
+        print(f"tower: preset {chosen} can run on none of {len(urls)} server(s): put the missing files in place",
+              file=sys.stderr)
+    return 1 if dead or not runnable else 0

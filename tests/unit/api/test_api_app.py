@@ -290,3 +290,13 @@ def test_the_wait_is_bounded_by_the_scene_wait_setting():
     # (uncut, it would have read some 600 times).
     assert missing.status_code == 404 and 1 < app.state.backends.reads < 50
     assert client().get("/api/director/scenes/nope", params={"wait": 61}).status_code == 422
+
+
+def test_a_scenes_render_preset_is_one_of_the_shipped_ones():
+    from api.models import IntegrateRequest, scene_request
+
+    app = client()
+    unknown = app.post("/api/director/workflow/integrate", json={**SEED_BODY, "render_preset": "anime-sd3"})
+    assert unknown.status_code == 422 and "render_preset" in unknown.text and "anime-sd15" in unknown.text
+    body = IntegrateRequest.model_validate({**SEED_BODY, "scene_description": "Kai", "render_preset": "anime-ref"})
+    assert scene_request(body).render_preset == "anime-ref"
