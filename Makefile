@@ -102,9 +102,10 @@ down:  ## stop what `make up` started (workers, API), then Kafka and PostgreSQL
 	-@$(KAFKACTL) stop
 	-@$(PGCTL) stop
 
-bench: venv services  ## end-to-end benchmark, and the editor's assembly time against render and score -> docs/BENCHMARKS.md
+bench: venv services  ## end-to-end benchmark, the editor's assembly time against render and score, the scene ETA's error -> docs/BENCHMARKS.md
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.assembly
+	$(PY) -m bench.eta
 
 bench-memory: venv  ## the memory's retrieval quality (recall@5 on a labelled set) -> docs/BENCHMARKS.md
 	$(PY) -m bench.memory

@@ -56,6 +56,9 @@ class PlanRequest(_Body):
     target_duration_s: Annotated[float, Field(ge=1, le=300)] | None = Field(
         None, description="Scene length to plan for: the shot durations sum to it (within 0.5 s)."
     )
+    render_preset: PresetName | None = Field(
+        None, description="The ComfyUI render preset of this scene (docs/MODELS.md; `tower models` says which a "
+        "server can run); unset: the renderer's TOWER_RENDER_PRESET or workflow. Only the comfyui backend uses it.")
 
 
 class PlanResponse(BaseModel):
@@ -66,6 +69,17 @@ class PlanResponse(BaseModel):
     genre: str
     notes: list[str] = Field(description="What the planner assumed or changed (detected characters, caps).")
     detected_characters: list[str] = Field(description="Characters found in the text but not in `characters`.")
+    eta: SceneEta | None = Field(None, description="How long the scene would take, from finished scenes of the "
+                                 "same workflow; null when there is none yet (`eta_note` says why).")
+    eta_note: str | None = None
+
+
+class SceneEta(BaseModel):
+    seconds: float = Field(description="Estimated wall-clock seconds from request to the last shot's final score.")
+    from_scenes: int = Field(description="Finished scenes of the workflow the estimate is made from (the latest 20).")
+    workflow: str
+    method: str = Field(description="`fit`: fixed + per planned frame (least squares); `per-frame`: the median "
+                                    "seconds per planned frame.")
 
 
 class EnhanceRequest(_Body):
@@ -113,9 +127,6 @@ class IntegrateRequest(PlanRequest):
         "used in every shot and remembered for later scenes that name the character.")
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     quality_threshold: Probability | None = None
-    render_preset: PresetName | None = Field(
-        None, description="The ComfyUI render preset of this scene (docs/MODELS.md; `tower models` says which a "
-        "server can run); unset: the renderer's TOWER_RENDER_PRESET or workflow. Only the comfyui backend uses it.")
 
 
 def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:

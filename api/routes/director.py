@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from pydantic import ValidationError
 
@@ -32,10 +33,12 @@ from api.models import (
     ReassembleResponse,
     RegenerateRequest,
     RegenerateResponse,
+    SceneEta,
     scene_request,
 )
 from api.problems import Problem
 from api.security import require_read, require_write
+from director.eta import estimate
 from director.learning import evidence_of
 from director.modifiers import MODIFIERS
 from director.planner import ScenePlan, plan_scene
@@ -45,6 +48,7 @@ from events.models import MAX_SHOTS, Direction, FeedbackSubmitted, ReassemblyReq
 from events.topics import FEEDBACK_SUBMITTED, SCENE_REASSEMBLE
 from foundation.settings import Settings
 from render.backends import workflow_name
+from store.eta import scene_timings
 from store.projections import open_batch
 from store.queries import (
     accepted_shots,
@@ -87,10 +91,28 @@ def plan_for(body: PlanRequest | EnhanceRequest, settings: Settings) -> ScenePla
 
 @router.post("/scene/plan", response_model=PlanResponse, dependencies=[Depends(require_read)], summary="Plan a scene into shots (dry run, no events)")
 async def scene_plan(body: PlanRequest, request: Request) -> PlanResponse:
-    plan = plan_for(body, settings_of(request))
+    settings = settings_of(request)
+    plan = plan_for(body, settings)
+    eta, note = await _eta(request, workflow_name(settings, body.render_preset),
+                           sum(shot.frame_count for shot in plan.shots))
     return PlanResponse(session_id=body.session_id, shot_list=list(plan.shots), overall_mood=plan.overall_mood,
                         lighting_suggestions=plan.lighting_suggestions, genre=plan.genre, notes=list(plan.notes),
-                        detected_characters=list(plan.detected_characters))
+                        detected_characters=list(plan.detected_characters), eta=eta, eta_note=note)
+
+
+async def _eta(request: Request, workflow: str, frames: int) -> tuple[SceneEta | None, str | None]:
+    """The plan's ETA; a plan is a dry run, so a database that does not answer costs the ETA only."""
+    try:
+        history = await backends_of(request).query(lambda pool: scene_timings(pool, workflow))
+    except asyncpg.UndefinedTableError:
+        return None, "no ETA yet: no scene has finished on this database"
+    except (Problem, asyncpg.PostgresError) as exc:
+        return None, f"no ETA: the history is not readable ({exc})"
+    found = estimate(history, frames)
+    if found is None:
+        return None, f"no ETA yet: no scene rendered with {workflow} has finished"
+    return SceneEta(seconds=round(found.seconds, 1), from_scenes=found.scenes, workflow=workflow,
+                    method=found.method), None
 
 
 ENHANCE_EXAMPLES = {

@@ -146,7 +146,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         await ensure_topics(settings)
         offsets = await end_offsets(settings) if args.follow else None
         await produce(settings, [scene_envelope(request)])
-        print(f"submitted {scene_id} (session {request.session_id})", flush=True)
+        print(f"submitted {scene_id} (session {request.session_id}); {await eta_line(settings, request)}", flush=True)
         if not args.follow:
             return 0
         started = time.monotonic()
@@ -164,6 +164,31 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+async def eta_line(settings: Settings, request: SceneRequested) -> str:
+    """The scene's ETA from finished scenes of its workflow, in words (or why there is none)."""
+    from director.eta import estimate
+    from director.planner import plan_scene
+    from render.backends import workflow_name
+    from store.eta import scene_timings
+
+    workflow = workflow_name(settings, request.render_preset)
+    frames = sum(shot.frame_count for shot in plan_scene(request, fps=settings.render_fps).shots)
+    try:
+        conn = await connect(settings)
+        try:
+            history = await scene_timings(conn, workflow)
+        finally:
+            await conn.close()
+    except asyncpg.UndefinedTableError:
+        return "no ETA yet: no scene has finished on this database"
+    except (ConnectionError, asyncpg.PostgresError) as exc:
+        return f"no ETA: the history is not readable ({exc})"
+    found = estimate(history, frames)
+    if found is None:
+        return f"no ETA yet: no scene rendered with {workflow} has finished"
+    return f"ETA {found.seconds:.0f} s (from the {found.scenes} latest finished scenes of {workflow})"
 
 
 async def wait_for_report(settings: Settings, scene_id: str, *, timeout_s: float) -> dict[str, Any]:

@@ -300,3 +300,10 @@ def test_a_scenes_render_preset_is_one_of_the_shipped_ones():
     assert unknown.status_code == 422 and "render_preset" in unknown.text and "anime-sd15" in unknown.text
     body = IntegrateRequest.model_validate({**SEED_BODY, "scene_description": "Kai", "render_preset": "anime-ref"})
     assert scene_request(body).render_preset == "anime-ref"
+
+
+def test_a_plan_without_a_readable_history_says_why_it_has_no_eta():
+    plan = client().post("/api/director/scene/plan", json=SEED_BODY)
+    assert plan.status_code == 200
+    body = plan.json()
+    assert body["eta"] is None and body["eta_note"].startswith("no ETA: the history is not readable")

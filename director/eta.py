@@ -1,0 +1,51 @@
+"""How long a scene will take, from how long finished scenes of the same workflow took.
+
+A finished scene gives one :class:`SceneTiming`: its planned frames (the sum of its shots' frame
+counts) and its wall-clock seconds from request to its last shot's final score (every attempt,
+retry, render, score and hop included). :func:`estimate` fits ``seconds = fixed + per_frame x
+frames`` to the latest :data:`HISTORY` of them by least squares, and falls back to the median
+seconds per frame when the frames do not vary enough to fit (or the fit would give a negative
+part). The estimate assumes the pipeline is as busy as it was over that history.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Finished scenes an estimate is made from (the latest; older ones describe an older pipeline).
+HISTORY = 20
+
+
+@dataclass(frozen=True)
+class SceneTiming:
+    frames: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Eta:
+    seconds: float
+    scenes: int  # finished scenes of the workflow it is made from
+    method: str  # "fit" (fixed + per frame) or "per-frame" (median seconds per frame)
+    fixed_s: float
+    per_frame_s: float
+
+
+def estimate(history: Sequence[SceneTiming], frames: int) -> Eta | None:
+    """The ETA of a scene of ``frames`` planned frames; ``None`` with no finished scene to go by."""
+    usable = [t for t in history[:HISTORY] if t.frames > 0 and t.seconds > 0]
+    if not usable:
+        return None
+    xs = [t.frames for t in usable]
+    ys = [t.seconds for t in usable]
+    if len(usable) >= 3 and len(set(xs)) >= 2:
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        var = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
+        fixed = mean_y - slope * mean_x
+        if slope > 0 and fixed >= 0:
+            return Eta(fixed + slope * frames, len(usable), "fit", fixed, slope)
+    per_frame = statistics.median(y / x for x, y in zip(xs, ys))
+    return Eta(per_frame * frames, len(usable), "per-frame", 0.0, per_frame)
