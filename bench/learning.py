@@ -13,8 +13,9 @@ Runs, each on its own topics, groups and database:
 
 - Thompson sampling (the product), uniform random, and a fixed prompt (``fixed:clean-cel``,
   the neutral modifier), all on the procedural renderer;
-- Thompson sampling without borrowed priors (``TOWER_BORROWED_STRENGTH=0``): a scene first
-  requested late (from round 7) shows whether its contexts learn faster when they borrow;
+- Thompson sampling without borrowed priors (``TOWER_BORROWED_STRENGTH=0``), and with the memory
+  prior in their place (``TOWER_MEMORY_PRIOR_STRENGTH=2``): a scene first requested late (from
+  round 7) shows whether its contexts learn faster when they borrow, or remember;
 - Thompson sampling on the simulated model, then a **model change** (``TOWER_SIMULATED_MODEL=2``,
   a new workflow version that scores worse): the regression alert must fire on
   ``quality.alerts`` and the policy must recover on the new model.
@@ -176,12 +177,39 @@ def summary(name: str, shots: list, tables: dict) -> dict:
     }
 
 
-def late_context_regret(shots: list, tables: dict) -> tuple[float, int]:
-    """Mean expected regret of the late scene's shots (its contexts first seen from round 7)."""
+def late_regrets(shots: list, tables: dict, first: int | None = None) -> list[float]:
+    """Expected regret of the late scene's shots in contexts first seen from round 7, in order
+    (the first ``first`` of them)."""
     early = {c for c, _, _, r in shots if r < LATE_FROM_ROUND}
     regret = regret_curve(shots, tables)
     late = [g for (c, _, _, r), g in zip(shots, regret, strict=True) if r >= LATE_FROM_ROUND and c not in early]
+    return late[:first] if first is not None else late
+
+
+def late_context_regret(shots: list, tables: dict) -> tuple[float, int]:
+    """Mean expected regret of the late scene's shots (its contexts first seen from round 7)."""
+    late = late_regrets(shots, tables)
     return (statistics.fmean(late) if late else float("nan")), len(late)
+
+
+#: The priors a context first seen late starts from (each a run of Thompson sampling).
+PRIOR_ARMS = {
+    "Thompson": {},  # borrowed priors (the default)
+    "Thompson, no borrowing": {"TOWER_BORROWED_STRENGTH": "0"},
+    "Thompson, memory prior": {"TOWER_BORROWED_STRENGTH": "0", "TOWER_MEMORY_PRIOR_STRENGTH": "2"},
+}
+PRIOR_NAMES = {"Thompson": "borrowed priors", "Thompson, no borrowing": "no prior",
+               "Thompson, memory prior": "memory prior"}
+
+
+def prior_lines(raw: dict, tables: dict, first: int = 20) -> list[str]:
+    """The late context's regret over its first ``first`` shots per prior, mean +- standard error."""
+    rows = []
+    for name, label in PRIOR_NAMES.items():
+        late = late_regrets(raw[name]["shots"], tables, first)
+        se = statistics.stdev(late) / math.sqrt(len(late)) if len(late) > 1 else float("nan")
+        rows.append(f"| {label} (`{name}`) | {len(late)} | {statistics.fmean(late):.3f} +- {se:.3f} | {sum(late):.2f} |")
+    return ["| prior | late shots | mean expected regret (+- s.e.) | regret over them |", "|---|---:|---:|---:|", *rows]
 
 
 def reward_choice(samples: dict[tuple[str, str], list[float]], table: dict[str, dict[str, float]],
@@ -238,6 +266,26 @@ def plot(runs: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
+async def run_priors(rounds: int) -> str:
+    """Only the three prior arms (``--priors-only``): the memory prior against borrowed priors and no prior."""
+    base = Settings()
+    started = time.monotonic()
+    tables = {procedural.WORKFLOW: oracle_table(None)}
+    label = uuid.uuid4().hex[:4]
+    raw = {name: await pipeline_run(base, f"p{i}{label}", rounds, env) for i, (name, env) in enumerate(PRIOR_ARMS.items())}
+    return "\n".join([
+        "## Memory prior against borrowed priors (`python -m bench.learning --priors-only`)",
+        "",
+        f"Command: `python -m bench.learning --priors-only --rounds {rounds}`. Machine: {os.cpu_count()} cores. "
+        f"Date: {time.strftime('%Y-%m-%d')}; {time.monotonic() - started:.0f} s in all. Three runs of Thompson sampling "
+        f"through the real pipeline as in the learning benchmark, {len(SCENES)} scenes per round plus a late scene "
+        f"from round {LATE_FROM_ROUND} ({LATE_SCENE[0]!r}), whose contexts no earlier shot had: each run starts them "
+        "from another prior. Regret is expected (the oracle table's best minus the choice's worth).",
+        "",
+        *prior_lines(raw, tables),
+    ])
+
+
 async def run(rounds: int, change_rounds: int) -> str:
     base = Settings()
     started = time.monotonic()
@@ -249,7 +297,8 @@ async def run(rounds: int, change_rounds: int) -> str:
         "Thompson": await pipeline_run(base, f"ts{label}", rounds, {}),
         "uniform": await pipeline_run(base, f"un{label}", rounds, {"TOWER_REFINER_POLICY": "uniform"}),
         f"fixed ({FIXED})": await pipeline_run(base, f"fx{label}", rounds, {"TOWER_REFINER_POLICY": f"fixed:{FIXED}"}),
-        "Thompson, no borrowing": await pipeline_run(base, f"nb{label}", rounds, {"TOWER_BORROWED_STRENGTH": "0"}),
+        "Thompson, no borrowing": await pipeline_run(base, f"nb{label}", rounds, PRIOR_ARMS["Thompson, no borrowing"]),
+        "Thompson, memory prior": await pipeline_run(base, f"mp{label}", rounds, PRIOR_ARMS["Thompson, memory prior"]),
         "Thompson, simulated model": await pipeline_run(
             base, f"sm{label}", rounds + change_rounds, {"TOWER_RENDER_BACKEND": "simulated"}, change_after=rounds),
     }
@@ -302,6 +351,12 @@ async def run(rounds: int, change_rounds: int) -> str:
         f"chosen with the oracle's table) would average {best_fixed_mean:.3f} over the same shots.",
         f"- **Borrowed priors**: the late scene's {late_n} shots in contexts first seen from round {LATE_FROM_ROUND} "
         f"had a mean expected regret of {late_with:.3f} with borrowed priors and {late_without:.3f} without.",
+        "- **The memory prior** (`TOWER_MEMORY_PRIOR_STRENGTH=2`, borrowing off: the nearest remembered first "
+        "attempts of the same workflow lend each modifier up to two scores' worth) against borrowed priors alone and "
+        "against no prior, over the late context's first 20 shots:",
+        "",
+        *prior_lines(raw, tables),
+        "",
         f"- **Model change**: after {rounds} rounds on simulated model 1 the renderer moved to model 2 (a new "
         f"workflow version that scores worse). Regression alerts on `quality.alerts`: {len(alerts)}"
         + (f" (\"{json.loads(alerts[0])['reason']}\")" if alerts else "") + ". On model 2 the last 50 "
@@ -335,9 +390,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=13, help="rounds of scenes per run (default 13: 300+ shots)")
     parser.add_argument("--change-rounds", type=int, default=8, help="rounds after the simulated model change")
+    parser.add_argument("--priors-only", action="store_true",
+                        help="only the memory prior against borrowed priors and no prior (three runs)")
     args = parser.parse_args()
-    section = asyncio.run(run(args.rounds, args.change_rounds))
-    write_section("learning", section)
+    if args.priors_only:
+        section = asyncio.run(run_priors(args.rounds))
+        write_section("learning-priors", section)
+    else:
+        section = asyncio.run(run(args.rounds, args.change_rounds))
+        write_section("learning", section)
     print(section)
 
 

@@ -314,6 +314,7 @@ class Belief:
     own: float  # the context's own (possibly discounted) evidence, in scores
     borrowed: float  # scores' worth borrowed from related contexts
     precision: float = 1.0
+    remembered: float = 0.0  # scores' worth from the memory prior (the nearest remembered shots)
 
     @property
     def mean(self) -> float:
@@ -362,14 +363,16 @@ def score_precision(evidence: EvidenceSums, max_precision: float = MAX_SCORE_PRE
 
 
 def beliefs(
-    context: str, evidence: EvidenceSums, modifiers: Sequence[str], learning: LearningParameters = LearningParameters()
+    context: str, evidence: EvidenceSums, modifiers: Sequence[str], learning: LearningParameters = LearningParameters(),
+    memory: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Belief]:
     """Each modifier's belief in ``context``: a Beta(1, 1) prior moved towards what related
     contexts (:func:`related`) saw, worth at most ``learning.borrowed_strength`` scores, plus the
     context's own evidence, every score counted as :func:`score_precision` trials of the
     context's workflow. A new context thus starts from its neighbours' experience and its own
     evidence takes over after a few shots; with no related evidence and precision 1 this is the
-    plain posterior.
+    plain posterior. ``memory``: a memory prior (:func:`director.memory.memory_prior`), ``(good,
+    bad)`` per modifier, added beside the borrowed prior.
     """
     workflow = context_parts(context)["workflow"]
     precision = score_precision(
@@ -382,12 +385,14 @@ def beliefs(
         good, bad = sum(s[0] for s in lent), sum(s[1] for s in lent)
         scale = min(1.0, learning.borrowed_strength / (good + bad)) if good + bad > 0 else 0.0
         own_good, own_bad, _ = evidence.get((context, modifier), (0.0, 0.0, 0.0))
+        mem_good, mem_bad = (memory or {}).get(modifier, (0.0, 0.0))
         result[modifier] = Belief(
-            alpha=1.0 + precision * (scale * good + own_good),
-            beta=1.0 + precision * (scale * bad + own_bad),
+            alpha=1.0 + precision * (scale * good + mem_good + own_good),
+            beta=1.0 + precision * (scale * bad + mem_bad + own_bad),
             own=own_good + own_bad,
             borrowed=scale * (good + bad),
             precision=precision,
+            remembered=mem_good + mem_bad,
         )
     return result
 

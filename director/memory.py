@@ -103,3 +103,30 @@ def nearest(vectors: np.ndarray, query: np.ndarray, k: int, exclude: Iterable[in
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row, so the order is stable
     return [Hit(int(i), float(scores[i])) for i in top]
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A remembered outcome the memory prior can use: its modifier and composite score."""
+
+    modifier: str
+    composite: float
+
+
+def memory_prior(neighbours: Iterable[tuple[float, Remembered]], strength: float) -> dict[str, tuple[float, float]]:
+    """Each modifier's prior evidence from a shot's nearest remembered shots: ``(good, bad)`` sums of
+    their scores weighted by similarity (``similarity x composite`` and ``similarity x (1 -
+    composite)``; dissimilar ones, at or under 0, count nothing), scaled down to at most
+    ``strength`` scores per modifier, as borrowed priors are (:func:`director.learning.beliefs`)."""
+    sums: dict[str, list[float]] = {}
+    for similarity, outcome in neighbours:
+        if similarity <= 0:
+            continue
+        good_bad = sums.setdefault(outcome.modifier, [0.0, 0.0])
+        good_bad[0] += similarity * outcome.composite
+        good_bad[1] += similarity * (1.0 - outcome.composite)
+    prior = {}
+    for modifier, (good, bad) in sums.items():
+        scale = min(1.0, strength / (good + bad)) if good + bad > 0 else 0.0
+        prior[modifier] = (scale * good, scale * bad)
+    return prior

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="At most this many scores' worth of evidence a context borrows from related contexts "
         "(same workflow, and same camera angle or mood) as its prior; 0: every context starts from Beta(1, 1).",
     )
+    memory_prior_strength: float = Field(
+        0.0, ge=0, le=1000,
+        description="At most this many scores' worth of prior evidence per modifier from the shot's nearest "
+        "remembered shots (same workflow, first attempts; weighted by similarity), beside the borrowed prior; "
+        "0: off. Read by the refiner.",
+    )
+    memory_prior_k: int = Field(20, ge=1, le=1000, description="How many remembered shots the memory prior reads.")
     max_score_precision: float = Field(
         8.0, ge=1, le=1000,
         description="One score counts as at most this many coin flips in the Beta posterior, as many as the "

@@ -5,13 +5,16 @@ table (:func:`memory_digest`), so a replay is seen to rebuild it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
 
-from director.memory import BUILT_IN, Embedder, attempt_text
+from director.escalation import credited
+from director.learning import context_parts
+from director.memory import BUILT_IN, Embedder, Remembered, attempt_text, nearest
 from events.envelope import Envelope
 from events.models import QualityScored
 
@@ -29,11 +32,12 @@ async def remember(conn: asyncpg.Connection | asyncpg.Pool, envelope: Envelope[Q
     frames = sorted(scored.frames, key=lambda frame: frame.index)
     await conn.execute(
         "INSERT INTO memory (event_id, embedder, scene_id, shot_number, attempt, text, vector, status, composite,"
-        " passed, modifier, frame_uri, remembered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
-        " ON CONFLICT DO NOTHING",
+        " passed, modifier, frame_uri, remembered_at, workflow, credited)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT DO NOTHING",
         envelope.id, embedder_key(embedder), scored.scene_id, scored.shot.shot_number, scored.attempt, text,
         vector.tolist(), scored.status, scored.composite, scored.passed, scored.prompt.modifier,
         frames[len(frames) // 2].uri if frames else None, envelope.time,
+        context_parts(scored.prompt.context)["workflow"], credited(scored),
     )
 
 
@@ -58,8 +62,8 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, embedder: Embedder = BUI
     """The embedder's memory, or what was added since ``into`` was loaded (added to it)."""
     memories = into or Memories([], np.zeros((0, embedder.dimensions), np.float32))
     rows = await conn.fetch(
-        "SELECT seq, scene_id, shot_number, attempt, text, vector, status, composite, passed, modifier, frame_uri"
-        " FROM memory WHERE embedder = $1 AND seq > $2 ORDER BY seq", embedder_key(embedder), memories.last_seq)
+        "SELECT seq, scene_id, shot_number, attempt, text, vector, status, composite, passed, modifier, frame_uri,"
+        " workflow, credited FROM memory WHERE embedder = $1 AND seq > $2 ORDER BY seq", embedder_key(embedder), memories.last_seq)
     memories.extend(rows)
     return memories
 
@@ -69,6 +73,36 @@ async def memory_digest(conn: asyncpg.Connection | asyncpg.Pool) -> str:
     digest = hashlib.sha256()
     for row in await conn.fetch(
             "SELECT event_id, embedder, scene_id, shot_number, attempt, text, vector, status, composite, passed,"
-            " modifier, frame_uri, remembered_at FROM memory ORDER BY event_id, embedder"):
+            " modifier, frame_uri, remembered_at, workflow, credited FROM memory ORDER BY event_id, embedder"):
         digest.update(repr(tuple(row.values())).encode())
     return digest.hexdigest()
+
+
+def neighbours(memories: Memories, query: np.ndarray, *, workflow: str, k: int,
+               exclude_shot: tuple[str, int] | None = None) -> list[tuple[float, Remembered]]:
+    """The ``k`` remembered outcomes most like ``query`` that the memory prior may use: scored, of
+    ``workflow``, credited to their modifier, and not of the shot being decided (its own attempts
+    are already its context's own evidence)."""
+    eligible = [i for i, row in enumerate(memories.rows)
+                if row["workflow"] == workflow and row["credited"] and row["status"] == "ok"
+                and (row["scene_id"], row["shot_number"]) != exclude_shot]
+    if not eligible:
+        return []
+    hits = nearest(memories.vectors[eligible], query, k)
+    return [(hit.similarity, Remembered(memories.rows[eligible[hit.index]]["modifier"],
+                                        memories.rows[eligible[hit.index]]["composite"])) for hit in hits]
+
+
+class MemoryCache:
+    """A process's copy of the memory, brought up to date incrementally (rows since the last load)
+    before each use; one refresh at a time, so concurrent users never add the same rows twice."""
+
+    def __init__(self, embedder: Embedder = BUILT_IN) -> None:
+        self.embedder = embedder
+        self._memories: Memories | None = None
+        self._lock = asyncio.Lock()
+
+    async def current(self, conn: asyncpg.Connection | asyncpg.Pool) -> Memories:
+        async with self._lock:
+            self._memories = await load(conn, self.embedder, into=self._memories)
+            return self._memories

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -50,11 +50,12 @@ async def evidence_near(
 
 async def decision_posteriors(
     conn: asyncpg.Connection | asyncpg.Pool, context: str, modifiers: Sequence[str], *, now: datetime,
-    learning: LearningParameters,
+    learning: LearningParameters, memory: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Posterior]:
-    """What the refiner samples from in ``context``: each modifier's :func:`~director.learning.beliefs`."""
+    """What the refiner samples from in ``context``: each modifier's :func:`~director.learning.beliefs`
+    (with the memory prior, if given)."""
     evidence = await evidence_near(conn, context, now=now, half_life_s=learning.half_life_s)
-    known = beliefs(context, evidence, modifiers, learning)
+    known = beliefs(context, evidence, modifiers, learning, memory)
     return {modifier: belief.posterior() for modifier, belief in known.items()}
 
 

@@ -11,22 +11,40 @@ from datetime import datetime
 import asyncpg
 
 from director.learning import learning_parameters
+from director.memory import attempt_text, memory_prior
 from director.modifiers import MODIFIERS
 from director.refiner import pattern_context, refine
 from events.models import PromptRefined, ShotPlanned
 from foundation.settings import Settings
+from store.memory import MemoryCache, neighbours
 from store.queries import character_sheets_for, decision_posteriors
 
 
+async def remembered_prior(pool: asyncpg.Pool, planned: ShotPlanned, workflow: str, settings: Settings,
+                           memory: MemoryCache | None) -> dict[str, tuple[float, float]] | None:
+    """The memory prior of a planned shot (:func:`director.memory.memory_prior`), or ``None`` when
+    it is off (no cache, or ``TOWER_MEMORY_PRIOR_STRENGTH`` 0)."""
+    if memory is None or settings.memory_prior_strength <= 0:
+        return None
+    memories = await memory.current(pool)
+    [query] = memory.embedder.embed([attempt_text(planned.shot)])
+    near = neighbours(memories, query, workflow=workflow, k=settings.memory_prior_k,
+                      exclude_shot=(planned.scene_id, planned.shot.shot_number))
+    return memory_prior(near, settings.memory_prior_strength)
+
+
 async def refine_planned(pool: asyncpg.Pool, planned: ShotPlanned, settings: Settings, *, workflow: str,
-                         now: datetime) -> PromptRefined:
+                         now: datetime, memory: MemoryCache | None = None) -> PromptRefined:
     """``planned`` refined with the pattern table as of ``now`` for ``workflow`` and the sheets of
     its characters that the request did not give. Two independent reads on two pooled
-    connections: one round trip's wait, not two."""
+    connections: one round trip's wait, not two. With ``memory`` and a
+    ``TOWER_MEMORY_PRIOR_STRENGTH``, the nearest remembered shots lend a prior too (one more round
+    trip before them: the rows remembered since the last decision)."""
     missing = [name for name in planned.shot.characters if name not in planned.character_sheets]
+    prior = await remembered_prior(pool, planned, workflow, settings, memory)  # no I/O when off
     posteriors, sheets = await asyncio.gather(
         decision_posteriors(pool, pattern_context(planned.shot, workflow), list(MODIFIERS), now=now,
-                            learning=learning_parameters(settings)),
+                            learning=learning_parameters(settings), memory=prior),
         character_sheets_for(pool, missing),
     )
     return refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,

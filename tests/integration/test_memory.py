@@ -11,6 +11,7 @@ import sys
 import uuid
 
 import asyncpg
+import pytest
 
 from agents.registry import STAGE_NAMES
 from eventlog.follow import follow_scene, produce, scene_envelope
@@ -66,3 +67,54 @@ async def test_attempts_are_remembered_searched_and_rebuilt_by_a_replay(settings
             await conn.close()
     finally:
         await drop_database(postgres_url, name)
+
+
+async def test_the_refiner_reads_a_prior_from_the_nearest_remembered_shots(database_url, kai_shots):
+    """Remembered first attempts of other scenes' like shots, where one modifier scored well, raise
+    that modifier's chance in a context the pattern table has never seen."""
+    from datetime import UTC, datetime
+
+    from director.refiner import pattern_context
+    from events.envelope import Envelope
+    from foundation.settings import Settings
+    from store.memory import MemoryCache, remember
+    from store.migrate import migrate
+    from store.pool import open_pool
+    from store.refining import refine_planned, remembered_prior
+    from tests.unit.test_learning import scored
+
+    planned = kai_shots[0]
+    workflow = "w-memory"
+    context = pattern_context(planned.shot, workflow)
+    pool = await open_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        for i in range(6):  # the same shot planned in six earlier scenes: rim-light-drama did well there
+            earlier = planned.model_copy(update={"scene_id": f"earlier-{i}"})
+            modifier, composite = ("rim-light-drama", 0.95) if i % 2 else ("clean-cel", 0.2)
+            await remember(pool, Envelope(id=f"mem-{i}", source="test", type="quality.scored",
+                                          scene_id=earlier.scene_id, session_id="s",
+                                          value=scored(earlier, modifier, composite, context=context)))
+        on = Settings(database_url=database_url, memory_prior_strength=2.0, refiner_policy="thompson")
+        prior = await remembered_prior(pool, planned, workflow, on, MemoryCache())
+        assert set(prior) == {"rim-light-drama", "clean-cel"}
+        assert sum(prior["rim-light-drama"]) == pytest.approx(2.0) and sum(prior["clean-cel"]) == pytest.approx(2.0)
+        assert prior["rim-light-drama"][0] / 2.0 == pytest.approx(0.95) and prior["clean-cel"][0] / 2.0 == pytest.approx(0.2)
+        # The shot's own remembered attempts are its context's own evidence, not a prior.
+        unbounded = on.model_copy(update={"memory_prior_strength": 100.0})
+        others = sum((await remembered_prior(pool, planned, workflow, unbounded, MemoryCache()))["rim-light-drama"])
+        mine = planned.model_copy(update={"scene_id": "earlier-1"})
+        own_left_out = sum((await remembered_prior(pool, mine, workflow, unbounded, MemoryCache()))["rim-light-drama"])
+        assert own_left_out == pytest.approx(others * 2 / 3, rel=1e-4)  # three rim-light rows, one of them its own
+        assert await remembered_prior(pool, planned, "another-workflow", on, MemoryCache()) == {}
+
+        now = datetime.now(UTC)
+        with_memory = await refine_planned(pool, planned, on, workflow=workflow, now=now, memory=MemoryCache())
+        without = await refine_planned(pool, planned, on.model_copy(update={"memory_prior_strength": 0.0}),
+                                       workflow=workflow, now=now, memory=MemoryCache())
+        assert with_memory.prompt.context == without.prompt.context == context
+        # Same seed, so the same draw: the prior shows in the logged propensity of the choice.
+        assert with_memory.prompt.modifier_probability != without.prompt.modifier_probability
+    finally:
+        await pool.close()

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from director.memory import BUILT_IN, HashedNgrams, attempt_text, nearest
+from director.learning import beliefs
+from director.memory import BUILT_IN, HashedNgrams, Remembered, attempt_text, memory_prior, nearest
+from store.memory import Memories, neighbours
 
 KINDS = json.loads((Path(__file__).parents[2] / "bench" / "data" / "memory_kinds.json").read_text())["kinds"]
 
@@ -49,3 +52,38 @@ def test_the_built_in_embedder_finds_descriptions_of_the_same_kind_better_than_c
              for i in range(len(texts))]
     assert len(KINDS) >= 10 and len(texts) >= 60
     assert np.mean(found) > 2 / len(KINDS), np.mean(found)
+
+
+def test_the_memory_prior_weighs_outcomes_by_similarity_and_is_bounded():
+    near = [(0.9, Remembered("clean-cel", 0.8)), (0.5, Remembered("clean-cel", 0.4)),
+            (0.6, Remembered("rim-light-drama", 0.2)), (-0.3, Remembered("rim-light-drama", 1.0)),
+            (0.0, Remembered("soft-focus", 1.0))]
+    prior = memory_prior(near, strength=10.0)
+    assert prior["clean-cel"] == pytest.approx((0.9 * 0.8 + 0.5 * 0.4, 0.9 * 0.2 + 0.5 * 0.6))
+    assert prior["rim-light-drama"] == pytest.approx((0.6 * 0.2, 0.6 * 0.8))  # the dissimilar one counts nothing
+    assert "soft-focus" not in prior
+    bounded = memory_prior(near, strength=0.5)
+    assert sum(bounded["clean-cel"]) == pytest.approx(0.5)
+    assert bounded["clean-cel"][0] / sum(bounded["clean-cel"]) == pytest.approx(0.92 / 1.4)
+
+
+def test_a_memory_prior_moves_a_new_contexts_belief_beside_the_borrowed_one():
+    context = "close-up|tense|rain|w1"
+    plain = beliefs(context, {}, ["clean-cel", "rim-light-drama"])
+    remembered = beliefs(context, {}, ["clean-cel", "rim-light-drama"], memory={"clean-cel": (1.6, 0.4)})
+    assert plain["clean-cel"].mean == pytest.approx(0.5)
+    assert remembered["clean-cel"].mean == pytest.approx(2.6 / 4.0) and remembered["clean-cel"].remembered == 2.0
+    assert remembered["rim-light-drama"] == plain["rim-light-drama"]
+
+
+def test_the_memory_prior_reads_only_credited_scored_shots_of_the_workflow_and_not_the_shot_itself():
+    rows = [dict(scene_id="a", shot_number=1, workflow="w1", credited=True, status="ok", modifier="m1", composite=0.9),
+            dict(scene_id="b", shot_number=1, workflow="w2", credited=True, status="ok", modifier="m2", composite=0.9),
+            dict(scene_id="b", shot_number=2, workflow="w1", credited=False, status="ok", modifier="m3", composite=0.9),
+            dict(scene_id="b", shot_number=3, workflow="w1", credited=True, status="failed", modifier="m4", composite=0),
+            dict(scene_id="c", shot_number=1, workflow="w1", credited=True, status="ok", modifier="m5", composite=0.3)]
+    vectors = BUILT_IN.embed([f"row {i}" for i in range(len(rows))])
+    memories = Memories(rows, vectors)
+    found = neighbours(memories, vectors[0], workflow="w1", k=10, exclude_shot=("c", 1))
+    assert [outcome.modifier for _, outcome in found] == ["m1"]
+    assert found[0][0] == pytest.approx(1.0, abs=1e-5)
