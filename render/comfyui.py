@@ -56,6 +56,8 @@ DEFAULT_URLS = "http://127.0.0.1:8188"
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_IN_FLIGHT = 2
 REFERENCE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# How much larger than the shot a keyframe preset draws its picture (each side).
+KEYFRAME_OVERSCAN = 1.25
 # How long a server's model folder listing is trusted: a file copied in is seen within this.
 MODEL_LISTING_TTL_S = 30.0
 
@@ -71,6 +73,12 @@ def comfy_workflow_name(settings: Any, render_preset: str | None = None) -> str:
         return preset(name).workflow(getattr(settings, "comfy_models", None))
     return workflow_name(getattr(settings, "comfy_workflow", None))
 
+
+
+def overscan(size: int) -> int:
+    """A keyframe's side for a shot's side: :data:`KEYFRAME_OVERSCAN` larger, a multiple of 8 (the
+    latent's cell), so the camera moves over detail the model drew instead of magnifying it."""
+    return -(-round(size * KEYFRAME_OVERSCAN) // 8) * 8
 
 
 def motion_bucket(strength: float) -> int:
@@ -187,8 +195,8 @@ class ComfyBackend:
                     "steps": spec.steps,
                     "cfg": spec.cfg,
                     "sampler": spec.sampler,  # mapped to ComfyUI's name; kept where not a valid choice
-                    "width": spec.width,
-                    "height": spec.height,
+                    "width": overscan(spec.width) if keyframe else spec.width,
+                    "height": overscan(spec.height) if keyframe else spec.height,
                     "frame_count": 1 if keyframe else event.shot.frame_count,
                     "motion_bucket": motion_bucket(spec.motion_strength),
                 }

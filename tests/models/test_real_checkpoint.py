@@ -61,10 +61,10 @@ async def test_anime_sd15_loads_the_checkpoint_and_its_keyframe_moves_with_the_p
     assert (frames[0].width, frames[0].height) == (64, 64)
     folder = resolve(tmp_path, frames[0].uri).parent
     keyframe = np.asarray(Image.open(folder / "keyframe.png"))
-    assert keyframe.shape == (64, 64, 3) and keyframe.std() > 1, "the sampler and VAE gave a flat picture"
-    # The camera moved by the plan: the flow between frames is the pan's expected shift.
+    assert keyframe.shape == (80, 80, 3) and keyframe.std() > 1, "the sampler and VAE gave a flat picture"
+    # The camera moved by the plan over the larger keyframe: the flow between frames is the pan's shift.
     dx, dy = expected_shift(event.shot.camera_movement, motion=event.prompt.camera_motion, fps=event.shot.fps,
-                            width=64, height=64, frame_count=event.shot.frame_count)
+                            width=64, height=64, frame_count=event.shot.frame_count, keyframe_size=(80, 80))
     flow = dis_flow(grey(resolve(tmp_path, frames[0].uri)), grey(resolve(tmp_path, frames[1].uri)))
     inner = flow[12:-12, 12:-12]
     assert abs(float(np.median(inner[..., 0])) - dx) < 0.35 and abs(float(np.median(inner[..., 1])) - dy) < 0.35
