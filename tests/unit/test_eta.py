@@ -2,7 +2,7 @@
 
 import pytest
 
-from director.eta import HISTORY, SceneTiming, estimate
+from director.eta import HISTORY, SceneTiming, estimate, weighted_median
 
 
 def test_no_finished_scene_gives_no_eta():
@@ -35,3 +35,13 @@ def test_only_the_latest_scenes_count():
     old = [SceneTiming(40, 400.0)] * 50
     recent = [SceneTiming(40, 40.0)] * HISTORY
     assert estimate(recent + old, 40).seconds == pytest.approx(40.0)
+
+
+def test_recent_scenes_weigh_more_so_a_warming_pipeline_is_followed():
+    # The latest five scenes ran at 1 s per frame, the fifteen before them (a cold pipeline) at 2.
+    history = [SceneTiming(f, 1.0 * f) for f in (20, 30, 40, 50, 60)] + [SceneTiming(f, 2.0 * f) for f in (20, 40, 60) * 5]
+    eta = estimate(history, 40)
+    unweighted = (5 * 1.0 + 15 * 2.0) / 20 * 40
+    assert 40.0 <= eta.seconds < unweighted - 10, (eta, unweighted)
+    assert weighted_median([1.0, 2.0, 3.0], [0.1, 0.1, 1.0]) == 3.0
+    assert weighted_median([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]) == 2.0
