@@ -197,9 +197,10 @@ PRIOR_ARMS = {
     "Thompson": {},  # borrowed priors (the default)
     "Thompson, no borrowing": {"TOWER_BORROWED_STRENGTH": "0"},
     "Thompson, memory prior": {"TOWER_BORROWED_STRENGTH": "0", "TOWER_MEMORY_PRIOR_STRENGTH": "2"},
+    "Thompson, borrowed + memory": {"TOWER_MEMORY_PRIOR_STRENGTH": "2"},
 }
 PRIOR_NAMES = {"Thompson": "borrowed priors", "Thompson, no borrowing": "no prior",
-               "Thompson, memory prior": "memory prior"}
+               "Thompson, memory prior": "memory prior", "Thompson, borrowed + memory": "both"}
 
 
 def prior_lines(raw: dict, tables: dict, first: int = 20) -> list[str]:
@@ -267,7 +268,7 @@ def plot(runs: dict[str, dict], path: Path) -> None:
 
 
 async def run_priors(rounds: int) -> str:
-    """Only the three prior arms (``--priors-only``): the memory prior against borrowed priors and no prior."""
+    """Only the prior arms (``--priors-only``): the memory prior against borrowed priors, no prior, and both."""
     base = Settings()
     started = time.monotonic()
     tables = {procedural.WORKFLOW: oracle_table(None)}
@@ -277,7 +278,7 @@ async def run_priors(rounds: int) -> str:
         "## Memory prior against borrowed priors (`python -m bench.learning --priors-only`)",
         "",
         f"Command: `python -m bench.learning --priors-only --rounds {rounds}`. Machine: {os.cpu_count()} cores. "
-        f"Date: {time.strftime('%Y-%m-%d')}; {time.monotonic() - started:.0f} s in all. Three runs of Thompson sampling "
+        f"Date: {time.strftime('%Y-%m-%d')}; {time.monotonic() - started:.0f} s in all. {len(PRIOR_ARMS)} runs of Thompson sampling "
         f"through the real pipeline as in the learning benchmark, {len(SCENES)} scenes per round plus a late scene "
         f"from round {LATE_FROM_ROUND} ({LATE_SCENE[0]!r}), whose contexts no earlier shot had: each run starts them "
         "from another prior. Regret is expected (the oracle table's best minus the choice's worth).",
@@ -299,6 +300,8 @@ async def run(rounds: int, change_rounds: int) -> str:
         f"fixed ({FIXED})": await pipeline_run(base, f"fx{label}", rounds, {"TOWER_REFINER_POLICY": f"fixed:{FIXED}"}),
         "Thompson, no borrowing": await pipeline_run(base, f"nb{label}", rounds, PRIOR_ARMS["Thompson, no borrowing"]),
         "Thompson, memory prior": await pipeline_run(base, f"mp{label}", rounds, PRIOR_ARMS["Thompson, memory prior"]),
+        "Thompson, borrowed + memory": await pipeline_run(base, f"bm{label}", rounds,
+                                                          PRIOR_ARMS["Thompson, borrowed + memory"]),
         "Thompson, simulated model": await pipeline_run(
             base, f"sm{label}", rounds + change_rounds, {"TOWER_RENDER_BACKEND": "simulated"}, change_after=rounds),
     }
@@ -353,7 +356,7 @@ async def run(rounds: int, change_rounds: int) -> str:
         f"had a mean expected regret of {late_with:.3f} with borrowed priors and {late_without:.3f} without.",
         "- **The memory prior** (`TOWER_MEMORY_PRIOR_STRENGTH=2`, borrowing off: the nearest remembered first "
         "attempts of the same workflow lend each modifier up to two scores' worth) against borrowed priors alone and "
-        "against no prior, over the late context's first 20 shots:",
+        "against no prior, and both together, over the late context's first 20 shots:",
         "",
         *prior_lines(raw, tables),
         "",
@@ -391,7 +394,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=13, help="rounds of scenes per run (default 13: 300+ shots)")
     parser.add_argument("--change-rounds", type=int, default=8, help="rounds after the simulated model change")
     parser.add_argument("--priors-only", action="store_true",
-                        help="only the memory prior against borrowed priors and no prior (three runs)")
+                        help="only the memory prior against borrowed priors, no prior and both (four runs)")
     args = parser.parse_args()
     if args.priors_only:
         section = asyncio.run(run_priors(args.rounds))
