@@ -59,6 +59,7 @@ class Planner(Stage):
                     shot=shot,
                     style=request.style,
                     render_preset=request.render_preset,
+                    max_render_seconds=request.max_render_seconds or self.settings.max_render_seconds,
                     overall_mood=plan.overall_mood,
                     lighting_suggestions=plan.lighting_suggestions,
                     plan_notes=list(plan.notes),

@@ -127,6 +127,9 @@ class IntegrateRequest(PlanRequest):
         "used in every shot and remembered for later scenes that name the character.")
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     quality_threshold: Probability | None = None
+    max_render_seconds: Annotated[float, Field(gt=0, le=1e7)] | None = Field(
+        None, description="Render-time budget of the scene in seconds: once its renders would pass it, shots get no "
+        "more retries and go to review (the reason says so); unset: the planner's TOWER_MAX_RENDER_SECONDS.")
 
 
 def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
@@ -136,7 +139,8 @@ def scene_request(body: IntegrateRequest, **extra: Any) -> SceneRequested:
         scene_id=body.scene_id or new_scene_id(), session_id=body.session_id, description=body.scene_description,
         characters=list(body.characters), style=body.style, max_attempts=body.max_attempts,
         quality_threshold=body.quality_threshold, target_duration_s=body.target_duration_s,
-        character_sheets=body.character_sheets, render_preset=body.render_preset, **extra,
+        character_sheets=body.character_sheets, render_preset=body.render_preset,
+        max_render_seconds=body.max_render_seconds, **extra,
     )
 
 

@@ -66,7 +66,7 @@ def retry_of(event: QualityScored, *, best_modifier: str | None = None) -> ShotP
     ``best_modifier`` is the modifier of the shot's best-scoring attempt so far (the learner
     reads it from its projections); a ``workflow-setting`` retry keeps it.
     """
-    if event.passed or event.attempt >= event.max_attempts:
+    if is_final(event):
         return None
     escalation = rung(event.attempt + 1)
     keep = {"new-seed": event.prompt.modifier, "workflow-setting": best_modifier or event.prompt.modifier}
@@ -86,17 +86,22 @@ def retry_of(event: QualityScored, *, best_modifier: str | None = None) -> ShotP
         keep_modifier=keep.get(escalation),
         character_sheets=event.character_sheets,
         render_preset=event.render_preset,
+        max_render_seconds=event.max_render_seconds,
     )
 
 
 def review_of(
     event: QualityScored, *, best_attempt: int | None, best_composite: float | None
 ) -> ShotReviewRequested | None:
-    """A review request when this attempt spent the shot's budget without passing."""
-    if event.passed or event.attempt < event.max_attempts:
+    """A review request when this attempt spent the shot's budget (of attempts, or the scene's render
+    budget) without passing."""
+    if event.passed or not is_final(event):
         return None
     best = (f"; the best attempt, {best_attempt} ({best_composite:.3f}), is the accepted one"
             if best_attempt is not None and best_composite is not None else "; no attempt could be scored")
+    why = (f"{event.prompt.budget_stop}; attempt {event.attempt} under the threshold {event.quality_threshold:.2f}"
+           if event.prompt.budget_stop and event.attempt < event.max_attempts else
+           f"all {event.max_attempts} attempts under the threshold {event.quality_threshold:.2f}")
     return ShotReviewRequested(
         scene_id=event.scene_id,
         session_id=event.session_id,
@@ -105,8 +110,7 @@ def review_of(
         quality_threshold=event.quality_threshold,
         best_attempt=best_attempt,
         best_composite=best_composite,
-        reason=f"all {event.max_attempts} attempts under the threshold {event.quality_threshold:.2f} "
-        f"({outcome(event)}){best}",
+        reason=f"{why} ({outcome(event)}){best}",
     )
 
 
@@ -136,7 +140,7 @@ def follow_up(event: QualityScored, best: BestAttempt | None) -> ShotPlanned | S
     counted (:func:`best_of`)."""
     if event.passed:
         return None
-    if event.attempt < event.max_attempts:
+    if not is_final(event):
         keep = best.modifier if best and rung(event.attempt + 1) == "workflow-setting" else None
         return retry_of(event, best_modifier=keep)
     return review_of(event, best_attempt=best.attempt if best else None,
@@ -144,5 +148,18 @@ def follow_up(event: QualityScored, best: BestAttempt | None) -> ShotPlanned | S
 
 
 def is_final(event: QualityScored) -> bool:
-    """Whether this attempt ends its shot (accepted, or the budget is spent)."""
-    return event.passed or event.attempt >= event.max_attempts
+    """Whether this attempt ends its shot: accepted, its attempts spent, or the last the scene's
+    render budget allowed (``prompt.budget_stop``)."""
+    return event.passed or event.attempt >= event.max_attempts or event.prompt.budget_stop is not None
+
+
+def budget_stop(attempt: int, max_attempts: int, budget_s: float | None, spent_s: float,
+                per_attempt_s: float) -> str | None:
+    """Why ``attempt`` must be the shot's last, or ``None``: when the scene's renders so far
+    (``spent_s``) and one more attempt like them (``per_attempt_s``, their mean) would reach the
+    scene's render budget. Decided when the attempt is refined, so the attempt is known to be final
+    when it is scored, by every reader of the score."""
+    if budget_s is None or attempt >= max_attempts or spent_s + per_attempt_s < budget_s:
+        return None
+    return (f"the scene's render budget of {budget_s:g} s is spent ({spent_s:.1f} s rendered, about "
+            f"{per_attempt_s:.1f} s per attempt): no retry after attempt {attempt}")

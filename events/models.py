@@ -85,6 +85,10 @@ class SceneRequested(_Event):
     target_duration_s: Annotated[float, Field(ge=1.0, le=300.0)] | None = Field(
         None, description="Wanted length of the whole scene in seconds; unset: the planner's own pacing."
     )
+    max_render_seconds: Annotated[float, Field(gt=0, le=1e7)] | None = Field(
+        None, description="Render-time budget of the whole scene in seconds: once its renders would pass it, a shot "
+        "gets no more retries and goes to review; unset: the planner's TOWER_MAX_RENDER_SECONDS (none: no budget).",
+    )
     render_preset: Label | None = Field(
         None, description="The ComfyUI render preset of this scene's shots (`anime-sd15`, `anime-sdxl`, `anime-ref`, "
         "`video-wan22-5b`, `video-ltxv`: docs/MODELS.md); unset: the renderer's TOWER_RENDER_PRESET or workflow.",
@@ -170,6 +174,9 @@ class _ShotAttempt(_Event):
     render_preset: Label | None = Field(
         None, description="The scene's ComfyUI render preset; unset: the renderer's own (TOWER_RENDER_PRESET)."
     )
+    max_render_seconds: Annotated[float, Field(gt=0, le=1e7)] | None = Field(
+        None, description="The scene's render-time budget in seconds (none: no budget)."
+    )
 
 
 class ShotPlanned(_ShotAttempt):
@@ -207,6 +214,10 @@ class PromptSpec(_Model):
     motion_strength: Probability = Field(
         0.5, description="How much the picture should move (the shot's expected motion x the modifier's gain): "
         "a video model's motion parameter (ComfyUI's motion_bucket_id).",
+    )
+    budget_stop: Annotated[str, Field(max_length=500)] | None = Field(
+        None, description="Why this is the shot's last attempt although attempts remain: the scene's render budget "
+        "would be spent by another (set by the refiner; the attempt is final once scored).",
     )
     modifier: Label = Field(description="The prompt pattern chosen for this attempt.")
     modifier_probability: Probability = Field(

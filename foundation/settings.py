@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         0.6, ge=0, le=1, description="Composite score under which a shot is retried (per scene default)."
     )
     max_attempts: int = Field(3, ge=1, le=10, description="Attempt budget per shot (per scene default).")
+    max_render_seconds: float | None = Field(
+        None, gt=0, description="Render-time budget per scene in seconds (per scene default): once a scene's renders "
+        "would pass it, its shots get no more retries and go to review; unset: no budget.",
+    )
     learner_version: str = Field("1", description="Seeds the refiner's sampling; bump to re-explore.")
     planner: Literal["builtin", "llm"] = Field(
         "builtin", description="The planner: `builtin` (film grammar, deterministic) or `llm` (an OpenAI-compatible "

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from director.escalation import budget_stop
 from director.learning import learning_parameters
 from director.memory import attempt_text, memory_prior
 from director.modifiers import MODIFIERS
@@ -47,6 +48,19 @@ async def refine_planned(pool: asyncpg.Pool, planned: ShotPlanned, settings: Set
                             learning=learning_parameters(settings), memory=prior),
         character_sheets_for(pool, missing),
     )
-    return refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,
-                  workflow=workflow, learner_version=settings.learner_version, policy=settings.refiner_policy,
-                  max_steps=settings.render_max_steps)
+    refined = refine(planned, posteriors, sheets, width=settings.render_width, height=settings.render_height,
+                     workflow=workflow, learner_version=settings.learner_version, policy=settings.refiner_policy,
+                     max_steps=settings.render_max_steps)
+    if planned.max_render_seconds is None:
+        return refined
+    spent_s, per_attempt_s = await render_spend(pool, planned.scene_id)
+    stop = budget_stop(planned.attempt, planned.max_attempts, planned.max_render_seconds, spent_s, per_attempt_s)
+    return refined.model_copy(update={"prompt": refined.prompt.model_copy(update={"budget_stop": stop})}) if stop else refined
+
+
+async def render_spend(conn: asyncpg.Connection | asyncpg.Pool, scene_id: str) -> tuple[float, float]:
+    """The scene's render seconds so far and per attempt (the mean), as the learner has projected
+    its renders: a render still running or not yet projected is not counted."""
+    row = await conn.fetchrow("SELECT coalesce(sum(render_ms), 0) / 1000 AS spent, coalesce(avg(render_ms), 0) / 1000"
+                              " AS mean FROM attempts WHERE scene_id = $1 AND render_ms IS NOT NULL", scene_id)
+    return float(row["spent"]), float(row["mean"])

@@ -127,3 +127,23 @@ def test_a_scenes_render_preset_rides_every_retry(kai_shots):
     second = retry_of(scored(planned, "clean-cel", 0.2))
     third = retry_of(scored(second, "clean-cel", 0.2, attempt=2))
     assert second.render_preset == third.render_preset == "anime-ref"
+
+
+def test_the_scenes_render_budget_makes_an_attempt_the_last_and_says_why(kai_shots):
+    from director.escalation import budget_stop, is_final
+
+    assert budget_stop(1, 3, None, 500.0, 10.0) is None  # no budget
+    assert budget_stop(1, 3, 60.0, 40.0, 10.0) is None  # 50 s of 60: another attempt still fits
+    assert budget_stop(3, 3, 60.0, 80.0, 10.0) is None  # the last attempt anyway
+    why = budget_stop(2, 3, 60.0, 52.5, 10.0)
+    assert why == "the scene's render budget of 60 s is spent (52.5 s rendered, about 10.0 s per attempt): " \
+                  "no retry after attempt 2"
+
+    planned = kai_shots[0].model_copy(update={"max_attempts": 3, "max_render_seconds": 60.0})
+    first = scored(planned, "clean-cel", 0.2)
+    assert not is_final(first) and retry_of(first).max_render_seconds == 60.0
+    stopped = first.model_copy(update={"prompt": first.prompt.model_copy(update={"budget_stop": why})})
+    assert is_final(stopped) and retry_of(stopped) is None
+    review = follow_up(stopped, BestAttempt(1, 0.2, "clean-cel"))
+    assert review.reason.startswith(why + "; attempt 1 under the threshold") and review.best_attempt == 1
+    assert follow_up(stopped.model_copy(update={"passed": True, "composite": 0.9}), None) is None

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # What a field of a command's input is called on the command line.
 OPTION_NAMES = {"description": "the description", "target_duration_s": "--duration", "max_attempts": "--max-attempts", "quality_threshold": "--threshold",
-                "characters": "--characters", "scene_id": "--scene-id", "session_id": "--session", "style": "--style"}
+                "characters": "--characters", "scene_id": "--scene-id", "session_id": "--session", "style": "--style",
+                "max_render_seconds": "--max-render-seconds"}
 
 
 def describe_invalid(exc: ValidationError) -> str:

@@ -42,6 +42,9 @@ def submit(
         help="retry under this composite score, 0-1 (default: the planner's TOWER_QUALITY_THRESHOLD)")] = None,
     duration: Annotated[Optional[float], typer.Option(
         help="scene length in seconds, 1-300: the planned shots sum to it (default: as the text needs)")] = None,
+    max_render_seconds: Annotated[Optional[float], typer.Option(
+        help="render-time budget of the scene in seconds: then shots get no more retries and go to review "
+        "(default: the planner's TOWER_MAX_RENDER_SECONDS, or none)")] = None,
     preset: Annotated[Optional[str], typer.Option(
         help="the ComfyUI render preset of this scene, e.g. anime-sd15 (`tower models` lists them and where each "
         "can run; default: the renderer's TOWER_RENDER_PRESET)")] = None,
@@ -62,7 +65,7 @@ def submit(
         run_command(cmd_submit, description=description, characters=characters,
                     sheets=read_character_sheets(character_sheet or [], character_sheets), session=session, scene_id=scene_id,
                     style=style, max_attempts=max_attempts, threshold=threshold, duration=duration, preset=preset,
-                    follow=follow, timeout=timeout)
+                    max_render_seconds=max_render_seconds, follow=follow, timeout=timeout)
 
 
 @app.command(help="A scene's plan, attempts (with their escalation and why they were retried) and scores.")
@@ -138,6 +141,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         target_duration_s=args.duration,
         character_sheets=args.sheets,
         render_preset=args.preset,
+        max_render_seconds=args.max_render_seconds,
     )
 
     async def run() -> int:

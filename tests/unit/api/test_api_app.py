@@ -298,8 +298,9 @@ def test_a_scenes_render_preset_is_one_of_the_shipped_ones():
     app = client()
     unknown = app.post("/api/director/workflow/integrate", json={**SEED_BODY, "render_preset": "anime-sd3"})
     assert unknown.status_code == 422 and "render_preset" in unknown.text and "anime-sd15" in unknown.text
-    body = IntegrateRequest.model_validate({**SEED_BODY, "scene_description": "Kai", "render_preset": "anime-ref"})
-    assert scene_request(body).render_preset == "anime-ref"
+    body = IntegrateRequest.model_validate({**SEED_BODY, "scene_description": "Kai", "render_preset": "anime-ref",
+                                            "max_render_seconds": 90})
+    assert scene_request(body).render_preset == "anime-ref" and scene_request(body).max_render_seconds == 90
 
 
 def test_a_plan_without_a_readable_history_says_why_it_has_no_eta():
