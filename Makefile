@@ -24,7 +24,7 @@ PGCTL := infra/postgres/pgctl
 COMFYCTL := infra/comfyui/comfyctl
 PYTEST_ARGS ?=
 
-.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-comfy-gpu test-models bench-resume bench-parallel bench-learning bench-drain bench-cli bench-memory schemas clean panel chromium up down
+.PHONY: help venv services stop lint llama test test-fresh screenshots test-unit test-integration test-faults test-comfyui comfyui comfyui-stop demo bench bench-api bench-scoring bench-scoring-gpu bench-comfy bench-comfy-gpu test-models bench-resume bench-parallel bench-learning bench-drain bench-cli bench-memory bench-memory-scale schemas clean panel chromium up down
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -107,8 +107,11 @@ bench: venv services  ## end-to-end benchmark, the editor's assembly time agains
 	$(PY) -m bench.assembly
 	$(PY) -m bench.eta
 
-bench-memory: venv  ## the memory's retrieval quality (recall@5 on a labelled set) -> docs/BENCHMARKS.md
+bench-memory: venv llama  ## the memory's retrieval quality (recall@5 on a labelled set): built-in embedder vs all-MiniLM-L6-v2 on llama.cpp's server -> docs/BENCHMARKS.md
 	$(PY) -m bench.memory
+
+bench-memory-scale: venv  ## memory search at 54k and 1M vectors: the HNSW index vs an exact numpy scan (latency, memory, recall@10) -> docs/BENCHMARKS.md
+	$(PY) -m bench.memory_scale
 
 bench-drain: venv services  ## how fast planner, refiner and learner drain a topic, and their hops, vs bare aiokafka and Faust forwarders -> docs/BENCHMARKS.md
 	$(PY) -m bench.drain

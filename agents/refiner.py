@@ -9,7 +9,7 @@ from events.models import ShotPlanned
 from events.topics import SHOT_PLANNED
 from foundation.settings import Settings
 from render.backends import workflow_name
-from store.memory import MemoryCache
+from store.memory import MemoryCache, configured_embedder
 from store.projections import Origin
 from store.queries import decide_once
 from store.refining import refine_planned
@@ -22,9 +22,14 @@ class Refiner(DatabaseStage):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.max_in_flight = settings.refine_in_flight
-        self.memory = MemoryCache() if settings.memory_prior_strength > 0 else None
+        self.memory: MemoryCache | None = None
         if settings.refiner_policy not in POLICIES:  # at start, not on every shot
             raise ValueError(f"TOWER_REFINER_POLICY={settings.refiner_policy!r} is not one of {', '.join(POLICIES)}")
+
+    async def start(self) -> None:
+        await super().start()
+        if self.settings.memory_prior_strength > 0:  # a server embedder that cannot be used stops the start
+            self.memory = MemoryCache(await configured_embedder(self.settings))
 
     async def handle(self, envelope: Envelope[ShotPlanned], origin: Origin) -> list[Envelope]:
         refined = await refine_planned(self.pool, envelope.value, self.settings,

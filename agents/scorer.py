@@ -12,11 +12,14 @@ from events.topics import FRAME_RENDERED
 from foundation.settings import Settings
 from render.media import verified
 from scoring import SCORER_VERSION, CompositeWeights, Scorer, ScorerConfig, ShotInput, ShotScore
+from scoring.signature import VERSION as SIGNATURE_VERSION
+from scoring.signature import signature_of_file
 from store.projections import Origin
 
 
-def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
+def scored_event(rendered: FrameRendered, score: ShotScore, signature: list[float] | None = None) -> QualityScored:
     passed = score.status == "ok" and score.composite >= rendered.quality_threshold
+    look = signature if score.status == "ok" else None
     return QualityScored(
         **rendered.model_dump(exclude={"status", "reason", "backend", "frames", "render_ms"}),
         status=score.status,
@@ -28,6 +31,8 @@ def scored_event(rendered: FrameRendered, score: ShotScore) -> QualityScored:
         scorer_version=score.scorer_version,
         device=score.device,
         frames=rendered.frames if score.status == "ok" else [],
+        signature=look,
+        signature_version=SIGNATURE_VERSION if look is not None else None,
     )
 
 
@@ -73,5 +78,7 @@ class ScorerStage(Stage):
             return [envelope.derive(unscored_event(rendered, str(exc), device), source=self.source)]
         shot = ShotInput(frames=paths, expected_motion=rendered.shot.expected_motion)
         [score] = await asyncio.to_thread(self.scorer.score_shots, [shot])
-        return [envelope.derive(scored_event(rendered, score), source=self.source)]
+        # The middle frame, as the memory shows it (store.memory.remember).
+        signature = await asyncio.to_thread(signature_of_file, paths[len(paths) // 2]) if paths else None
+        return [envelope.derive(scored_event(rendered, score, signature), source=self.source)]
 

@@ -426,7 +426,8 @@ class MemoryHit(BaseModel):
     scene_id: str
     shot_number: int
     attempt: int
-    similarity: float = Field(description="Cosine similarity of the texts' embeddings, -1 to 1.")
+    similarity: float = Field(description="Cosine similarity, -1 to 1: of the texts' embeddings, or with `by=look` "
+                              "of the middle frames' image signatures.")
     composite: float
     passed: bool
     status: str
@@ -438,8 +439,10 @@ class MemoryHit(BaseModel):
 
 class MemorySearchResponse(BaseModel):
     query: str
-    embedder: str
-    searched: int = Field(description="Attempts in memory, all compared (an exact scan).")
+    embedder: str = Field(description="Whose vectors were searched: the embedder's name/version, or the image "
+                          "signature's with `by=look`.")
+    searched: int = Field(description="Attempts in memory that were searched (an HNSW index; `by=look`: an exact "
+                          "scan of the image signatures).")
     hits: list[MemoryHit]
 
 

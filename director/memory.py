@@ -7,7 +7,8 @@ embedder, needs no model and no download: word unigrams and bigrams and characte
 each word (stop words left out), hashed with signed feature hashing into 512 dimensions, weighted
 ``1 + log(count)`` and normalised, so cosine similarity is a dot product. The same text gives the
 same vector on every machine (blake2b, not Python's salted ``hash``). An embedder's name and
-version are stored with each vector; a changed embedder is a different memory.
+version are stored with each vector; a changed embedder is a different memory. A server embedder
+(:mod:`director.embedding_server`) is the other kind.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
 class Embedder(Protocol):
+    """Turns texts into unit-length float32 rows. ``name``/``version`` say which vectors these are:
+    vectors of different embedders are never compared."""
+
     name: str
     version: str
-    dimensions: int
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """One unit-length row per text (float32)."""
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """One unit-length row per text (float32), in the order of ``texts``."""
         ...
+
+
+def embedder_key(embedder: Embedder) -> str:
+    """What the memory stores with each vector to say whose it is."""
+    return f"{embedder.name}/{embedder.version}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,11 @@ class HashedNgrams:
     name: str = "tower-hashed-ngrams"
     version: str = "1"
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return self.vectors(texts)
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """:meth:`embed`, for callers that are not async (it does no I/O)."""
         return np.stack([self._one(text) for text in texts]) if texts else np.zeros((0, self.dimensions), np.float32)
 
     def _one(self, text: str) -> np.ndarray:

@@ -297,6 +297,12 @@ class QualityScored(_ShotAttempt):
         default_factory=list, description="The frames scored (the attempt's `frame.rendered` frames, verified by "
         "sha256): what the editor cuts the scene from. Empty when the render failed.",
     )
+    signature: Annotated[list[float], Field(max_length=256)] | None = Field(
+        None, description="A weight-free signature of how the attempt's middle frame looks (unit length; its dot "
+        "product with another's is their likeness), for the memory's `similar?by=look`. Absent when the render "
+        "failed, and from scorers before it existed.",
+    )
+    signature_version: Label | None = None
 
 
 class RenderProgress(_Event):

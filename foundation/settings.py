@@ -148,6 +148,20 @@ class Settings(BaseSettings):
         "0: off. Read by the refiner.",
     )
     memory_prior_k: int = Field(20, ge=1, le=1000, description="How many remembered shots the memory prior reads.")
+    memory_embedder: Literal["built-in", "server"] = Field(
+        "built-in",
+        description="Whose vectors the memory searches: `built-in` (hashed word and character n-grams, no model "
+        "needed) or `server` (an OpenAI-compatible `/v1/embeddings` at TOWER_EMBEDDINGS_URL, by meaning). The "
+        "built-in vectors are always kept; the learner embeds each remembered attempt with the server too, and "
+        "`tower memory reembed` fills in what it missed.",
+    )
+    embeddings_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="The server embedder's OpenAI-compatible API base (llama.cpp's "
+        "server with `--embedding`; Ollama: http://127.0.0.1:11434/v1).",
+    )
+    embeddings_model: str = Field("all-minilm", description="The model the server embedder asks for.")
+    embeddings_timeout_s: float = Field(30.0, gt=0, le=600, description="How long one embeddings request may take.")
+    embeddings_api_key: SecretStr | None = Field(None, description="Bearer token for the embeddings endpoint, if any.")
     max_score_precision: float = Field(
         8.0, ge=1, le=1000,
         description="One score counts as at most this many coin flips in the Beta posterior, as many as the "

@@ -1,69 +1,140 @@
-"""The memory in PostgreSQL (``memory``, migration 012): one row per scored attempt and embedder,
-written by the learner's projection of ``quality.scored`` (:func:`remember`, idempotent by event
-id), read back whole or from a sequence number on (:func:`load`), and checksummed like the pattern
-table (:func:`memory_digest`), so a replay is seen to rebuild it."""
+"""The memory in PostgreSQL (``memory``, migrations 012-014): one row per scored attempt and
+embedder, written by the learner's projection of ``quality.scored`` (:func:`remember`, idempotent by
+event id, with the built-in embedder, so a replay rebuilds it and :func:`memory_digest` shows it),
+and by :func:`embed_missing` for a server embedder, from the texts already remembered. Readers load
+one embedder's rows whole or from a sequence number on (:func:`load`) into :class:`Memories`, which
+keeps an approximate nearest-neighbour index of them in step (:class:`director.vector_index.VectorIndex`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import asyncpg
+import httpx
 import numpy as np
 
+from director.embedding_server import ServerEmbedder
 from director.escalation import credited
 from director.learning import context_parts
-from director.memory import BUILT_IN, Embedder, Remembered, attempt_text, nearest
+from director.memory import BUILT_IN, Embedder, Hit, Remembered, attempt_text, embedder_key, nearest
+from director.vector_index import VectorIndex
 from events.envelope import Envelope
 from events.models import QualityScored
+from foundation.settings import Settings
+
+BUILT_IN_KEY = embedder_key(BUILT_IN)
+_COLUMNS = ("scene_id, shot_number, attempt, text, status, composite, passed, modifier, frame_uri, remembered_at,"
+            " workflow, credited, signature")
 
 
-def embedder_key(embedder: Embedder) -> str:
-    return f"{embedder.name}/{embedder.version}"
-
-
-async def remember(conn: asyncpg.Connection | asyncpg.Pool, envelope: Envelope[QualityScored],
-                   embedder: Embedder = BUILT_IN) -> None:
-    """Remember a scored attempt (again: nothing changes)."""
+async def remember(conn: asyncpg.Connection | asyncpg.Pool, envelope: Envelope[QualityScored]) -> None:
+    """Remember a scored attempt with the built-in embedder (again: nothing changes)."""
     scored = envelope.value
     text = attempt_text(scored.shot, scored.prompt)
-    [vector] = embedder.embed([text])
+    [vector] = BUILT_IN.vectors([text])
     frames = sorted(scored.frames, key=lambda frame: frame.index)
     await conn.execute(
-        "INSERT INTO memory (event_id, embedder, scene_id, shot_number, attempt, text, vector, status, composite,"
-        " passed, modifier, frame_uri, remembered_at, workflow, credited)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT DO NOTHING",
-        envelope.id, embedder_key(embedder), scored.scene_id, scored.shot.shot_number, scored.attempt, text,
-        vector.tolist(), scored.status, scored.composite, scored.passed, scored.prompt.modifier,
+        f"INSERT INTO memory (event_id, embedder, vector, {_COLUMNS})"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT DO NOTHING",
+        envelope.id, BUILT_IN_KEY, vector.tolist(), scored.scene_id, scored.shot.shot_number, scored.attempt, text,
+        scored.status, scored.composite, scored.passed, scored.prompt.modifier,
         frames[len(frames) // 2].uri if frames else None, envelope.time,
-        context_parts(scored.prompt.context)["workflow"], credited(scored),
+        context_parts(scored.prompt.context)["workflow"], credited(scored), scored.signature,
     )
+
+
+async def embed_missing(conn: asyncpg.Connection | asyncpg.Pool, embedder: Embedder, *, batch: int = 64,
+                        progress: Callable[[int, int], None] | None = None) -> int:
+    """Give ``embedder`` a row for every remembered attempt it has none for, from the built-in
+    rows' texts (the log's projection), oldest first, ``batch`` texts per call to the embedder;
+    ``progress(done, total)`` after each batch. Returns how many rows it added. Safe to run
+    concurrently and again: a row already there is left as it is."""
+    key = embedder_key(embedder)
+    if key == BUILT_IN_KEY:
+        return 0
+    missing = ("FROM memory b WHERE b.embedder = $1 AND NOT EXISTS "
+               "(SELECT 1 FROM memory m WHERE m.event_id = b.event_id AND m.embedder = $2)")
+    total = await conn.fetchval(f"SELECT count(*) {missing}", BUILT_IN_KEY, key)
+    done, after = 0, 0
+    while done < total:
+        rows = await conn.fetch(f"SELECT b.seq, b.event_id, {_COLUMNS} {missing} AND b.seq > $3 ORDER BY b.seq LIMIT $4",
+                                BUILT_IN_KEY, key, after, batch)
+        if not rows:
+            break
+        vectors = await embedder.embed([row["text"] for row in rows])
+        await conn.executemany(
+            f"INSERT INTO memory (event_id, embedder, vector, {_COLUMNS})"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT DO NOTHING",
+            [(row["event_id"], key, vector.tolist(), *(row[c.strip()] for c in _COLUMNS.split(",")))
+             for row, vector in zip(rows, vectors, strict=True)])
+        done, after = done + len(rows), rows[-1]["seq"]
+        if progress is not None:
+            progress(done, total)
+    return done
 
 
 @dataclass
 class Memories:
-    """Rows of the memory, their vectors stacked (row i of ``vectors`` is ``rows[i]``)."""
+    """One embedder's rows of the memory (``rows[i]`` is row i of ``vectors``), with what searches
+    need kept in step as rows are added: an index of all of them, the rows of each shot, and the
+    rows the memory prior may use per workflow, each with its own index."""
 
-    rows: list[dict]
-    vectors: np.ndarray
+    rows: list[dict] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     last_seq: int = 0
+    index: VectorIndex | None = None
+    shots: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    priors: dict[str, tuple[list[int], VectorIndex]] = field(default_factory=dict)
 
     def extend(self, rows: list[asyncpg.Record]) -> None:
         if not rows:
             return
+        start = len(self.rows)
+        added = np.asarray([row["vector"] for row in rows], np.float32)
         self.rows.extend({k: v for k, v in row.items() if k != "vector"} for row in rows)
-        self.vectors = np.vstack([self.vectors, np.asarray([row["vector"] for row in rows], np.float32)])
+        self.vectors = added if start == 0 else np.vstack([self.vectors, added])
         self.last_seq = rows[-1]["seq"]
+        if self.index is None:
+            self.index = VectorIndex(added.shape[1])
+        self.index.add(added)
+        eligible: dict[str, list[int]] = {}
+        for i, row in enumerate(self.rows[start:], start):
+            self.shots.setdefault((row["scene_id"], row["shot_number"]), []).append(i)
+            if row["workflow"] is not None and row["credited"] and row["status"] == "ok":
+                eligible.setdefault(row["workflow"], []).append(i)
+        for workflow, new in eligible.items():
+            members, index = self.priors.setdefault(workflow, ([], VectorIndex(added.shape[1])))
+            members.extend(new)
+            index.add(self.vectors[new])
+
+    def search(self, query: np.ndarray, k: int, exclude: list[int] = ()) -> list[Hit]:
+        """The ``k`` rows most like ``query``, best first, without the rows in ``exclude``."""
+        return self.index.search(query, k, exclude) if self.index is not None else []
+
+    def looks_like(self, row: int, k: int, exclude: list[int]) -> list[Hit]:
+        """The ``k`` rows whose middle frame looks most like ``row``'s (an exact scan of the image
+        signatures: short vectors, so a scan is cheap), without ``exclude``; none if ``row`` has no
+        signature."""
+        signature = self.rows[row]["signature"]
+        if not signature:
+            return []
+        width = len(signature)
+        have = [i for i, r in enumerate(self.rows) if r["signature"] and len(r["signature"]) == width]
+        looks = np.asarray([self.rows[i]["signature"] for i in have], np.float32)
+        position = {i: p for p, i in enumerate(have)}
+        skip = [position[i] for i in exclude if i in position]
+        return [Hit(have[hit.index], hit.similarity)
+                for hit in nearest(looks, np.asarray(signature, np.float32), k, skip)]
 
 
-async def load(conn: asyncpg.Connection | asyncpg.Pool, embedder: Embedder = BUILT_IN,
-               into: Memories | None = None) -> Memories:
-    """The embedder's memory, or what was added since ``into`` was loaded (added to it)."""
-    memories = into or Memories([], np.zeros((0, embedder.dimensions), np.float32))
-    rows = await conn.fetch(
-        "SELECT seq, scene_id, shot_number, attempt, text, vector, status, composite, passed, modifier, frame_uri,"
-        " workflow, credited FROM memory WHERE embedder = $1 AND seq > $2 ORDER BY seq", embedder_key(embedder), memories.last_seq)
+async def load(conn: asyncpg.Connection | asyncpg.Pool, key: str = BUILT_IN_KEY, into: Memories | None = None) -> Memories:
+    """The rows of the embedder ``key``, or those added since ``into`` was loaded (added to it)."""
+    memories = into or Memories()
+    rows = await conn.fetch(f"SELECT seq, vector, {_COLUMNS} FROM memory WHERE embedder = $1 AND seq > $2 ORDER BY seq",
+                            key, memories.last_seq)
     memories.extend(rows)
     return memories
 
@@ -71,9 +142,7 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, embedder: Embedder = BUI
 async def memory_digest(conn: asyncpg.Connection | asyncpg.Pool) -> str:
     """sha256 of the memory's contents in a fixed order (not of ``seq``, which counts inserts)."""
     digest = hashlib.sha256()
-    for row in await conn.fetch(
-            "SELECT event_id, embedder, scene_id, shot_number, attempt, text, vector, status, composite, passed,"
-            " modifier, frame_uri, remembered_at, workflow, credited FROM memory ORDER BY event_id, embedder"):
+    for row in await conn.fetch(f"SELECT event_id, embedder, vector, {_COLUMNS} FROM memory ORDER BY event_id, embedder"):
         digest.update(repr(tuple(row.values())).encode())
     return digest.hexdigest()
 
@@ -83,19 +152,30 @@ def neighbours(memories: Memories, query: np.ndarray, *, workflow: str, k: int,
     """The ``k`` remembered outcomes most like ``query`` that the memory prior may use: scored, of
     ``workflow``, credited to their modifier, and not of the shot being decided (its own attempts
     are already its context's own evidence)."""
-    eligible = [i for i, row in enumerate(memories.rows)
-                if row["workflow"] == workflow and row["credited"] and row["status"] == "ok"
-                and (row["scene_id"], row["shot_number"]) != exclude_shot]
-    if not eligible:
+    if workflow not in memories.priors:
         return []
-    hits = nearest(memories.vectors[eligible], query, k)
-    return [(hit.similarity, Remembered(memories.rows[eligible[hit.index]]["modifier"],
-                                        memories.rows[eligible[hit.index]]["composite"])) for hit in hits]
+    members, index = memories.priors[workflow]
+    own = set(memories.shots.get(exclude_shot, ())) if exclude_shot is not None else set()
+    skip = [p for p, i in enumerate(members) if i in own] if own else []
+    return [(hit.similarity, Remembered(memories.rows[members[hit.index]]["modifier"],
+                                        memories.rows[members[hit.index]]["composite"]))
+            for hit in index.search(query, k, skip)]
+
+
+async def configured_embedder(settings: Settings, client: httpx.AsyncClient | None = None) -> Embedder:
+    """The embedder ``TOWER_MEMORY_EMBEDDER`` names, ready to use (a server one fingerprinted).
+    Raises :class:`director.embedding_server.EmbedderUnavailable` if the server cannot be used."""
+    if settings.memory_embedder == "built-in":
+        return BUILT_IN
+    key = settings.embeddings_api_key
+    return await ServerEmbedder(settings.embeddings_url, settings.embeddings_model,
+                                client or httpx.AsyncClient(timeout=settings.embeddings_timeout_s),
+                                key.get_secret_value() if key else None).open()
 
 
 class MemoryCache:
-    """A process's copy of the memory, brought up to date incrementally (rows since the last load)
-    before each use; one refresh at a time, so concurrent users never add the same rows twice."""
+    """A process's copy of one embedder's memory, brought up to date incrementally (rows since the
+    last load) before each use; one refresh at a time, so concurrent users never add rows twice."""
 
     def __init__(self, embedder: Embedder = BUILT_IN) -> None:
         self.embedder = embedder
@@ -104,5 +184,5 @@ class MemoryCache:
 
     async def current(self, conn: asyncpg.Connection | asyncpg.Pool) -> Memories:
         async with self._lock:
-            self._memories = await load(conn, self.embedder, into=self._memories)
+            self._memories = await load(conn, embedder_key(self.embedder), into=self._memories)
             return self._memories

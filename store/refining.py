@@ -6,10 +6,12 @@ write."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 
 import asyncpg
 
+from director.embedding_server import EmbedderUnavailable
 from director.escalation import budget_stop
 from director.learning import learning_parameters
 from director.memory import attempt_text, memory_prior
@@ -20,6 +22,8 @@ from foundation.settings import Settings
 from store.memory import MemoryCache, neighbours
 from store.queries import character_sheets_for, decision_posteriors
 
+log = logging.getLogger("tower.refining")
+
 
 async def remembered_prior(pool: asyncpg.Pool, planned: ShotPlanned, workflow: str, settings: Settings,
                            memory: MemoryCache | None) -> dict[str, tuple[float, float]] | None:
@@ -28,7 +32,11 @@ async def remembered_prior(pool: asyncpg.Pool, planned: ShotPlanned, workflow: s
     if memory is None or settings.memory_prior_strength <= 0:
         return None
     memories = await memory.current(pool)
-    [query] = memory.embedder.embed([attempt_text(planned.shot)])
+    try:
+        [query] = await memory.embedder.embed([attempt_text(planned.shot)])
+    except EmbedderUnavailable as exc:  # the prior is advice: deciding without it beats not deciding
+        log.warning("memory prior skipped: %s", exc, extra={"scene_id": planned.scene_id, "shot": planned.shot.shot_number})
+        return None
     near = neighbours(memories, query, workflow=workflow, k=settings.memory_prior_k,
                       exclude_shot=(planned.scene_id, planned.shot.shot_number))
     return memory_prior(near, settings.memory_prior_strength)

@@ -4,12 +4,13 @@ and stopped the way an operator would. Not used by Tower itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -169,3 +170,39 @@ def start_api(env: dict[str, str], log_path: Path, token: str = "test-token", cw
             process.kill()
             raise TimeoutError(f"tower api did not answer /health within 60 s:\n{server.log()}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serve_llama(python: Path, model: Path, log_path: Path, *options: str, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``, from the
+    environment of ``python``) serving ``model`` as ``tower-test`` with ``options``; yields its API
+    base (``http://127.0.0.1:PORT/v1``) once ``/v1/models`` answers, and stops it after. Raises
+    ``RuntimeError`` with the end of its log if it exits or does not answer in time."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/v1"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [str(python), "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "tower-test",
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", *options],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"llama-cpp-python's server exited with {server.returncode}: "
+                                       f"{log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.TransportError):  # not listening yet
+                    if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"llama-cpp-python's server did not answer within {start_timeout_s:.0f} s: "
+                                       f"{log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            yield base
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -58,4 +58,7 @@ export const endpoints = {
   scene: (id, { wait = 0 } = {}) => waiting(`/api/director/scenes/${encodeURIComponent(id)}`, wait),
   events: (id) => `/api/director/scenes/${encodeURIComponent(id)}/events`,
   regenerate: (id, shot) => `/api/director/scenes/${encodeURIComponent(id)}/shots/${shot}/regenerate`,
+  memorySearch: (q, limit = 10) => `/api/director/memory/search?q=${encodeURIComponent(q)}&limit=${limit}`,
+  memorySimilar: (id, shot, { by = 'plan', limit = 10 } = {}) =>
+    `/api/director/memory/similar/${encodeURIComponent(id)}/${shot}?by=${by}&limit=${limit}`,
 }

@@ -1,8 +1,9 @@
 """DirectorPanel in real headless Chromium against the real stack (`tower api` serving the built
 panel, the seven agents, Kafka, PostgreSQL): no mocked API. A person writes the seed's scene,
 watches every shot complete with scores, rates one and sees its pattern row change; the same at
-phone width; the scene's film plays and seeks, and a shot regenerated on a note is cut into it;
-and axe-core finds no critical accessibility violation."""
+phone width; the scene's film plays and seeks, the memory finds the scene's attempts by a word of
+it and each shot's similar shots, and a shot regenerated on a note is cut into it; and axe-core
+finds no critical accessibility violation."""
 
 from __future__ import annotations
 
@@ -263,7 +264,99 @@ async def film_plays(page, api_server, scene_id: str) -> dict:  # noqa: ANN001
     return assembly
 
 
-async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, workers, new_page, tmp_path):
+async def remembered(api_server, scene_id: str, word: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+    """Wait until the memory holds every scored attempt of the finished scene: the learner
+    remembers an attempt just after projecting its score."""
+    scene = await settled_scene(api_server, scene_id)
+    scored = {(s["shot_number"], a["attempt"]) for s in scene["shots"] for a in s["attempts"] if a["score"]}
+    deadline = time.monotonic() + timeout_s
+    async with api_server.client() as client:
+        while True:
+            response = await client.get("/api/director/memory/search", params={"q": word, "limit": 100})
+            found = response.json()
+            if response.status_code == 200:
+                seen = {(h["shot_number"], h["attempt"]) for h in found["hits"] if h["scene_id"] == scene_id}
+                if seen >= scored:
+                    return
+            assert time.monotonic() < deadline, f"the memory lacks attempts {sorted(scored)} of {scene_id}: {found}"[:2000]
+            await asyncio.sleep(0.2)
+
+
+async def memory_finds_the_scene(page, api_server, scene_id: str, tmp_path) -> None:  # noqa: ANN001
+    """The Memory search finds the scene's attempts by a word of its description; a shot card's
+    "Similar shots" lists the scene's other shots (this test's database remembers this scene only)."""
+    assert SHOTS >= 2, "the seed scene needs two shots for a shot to have similar ones"
+    word = "dragon"
+    await remembered(api_server, scene_id, word)
+    async with api_server.client() as client:
+        searched = (await client.get("/api/director/memory/search", params={"q": word, "limit": 10})).json()
+        similar = (await client.get(f"/api/director/memory/similar/{scene_id}/1", params={"limit": 10})).json()
+        looks = (await client.get(f"/api/director/memory/similar/{scene_id}/1",
+                                  params={"limit": 10, "by": "look"})).json()
+
+    memory = page.get_by_role("region", name="Memory", exact=True)
+    query = memory.get_by_label("Search the memory")
+    await query.fill(word)
+    await query.press("Enter")  # Enter submits
+    await expect(memory.get_by_test_id("memory-status")).to_contain_text(f"like “{word}”")
+    hits = memory.locator("li.memory-hit")
+    await expect(memory.locator(f'li.memory-hit[data-scene="{scene_id}"]').first).to_be_visible()
+    shown = [h for h in searched["hits"] if h["similarity"] > 0]
+    await expect(hits).to_have_count(len(shown))
+    top = shown[0]
+    first = hits.first
+    await expect(first).to_contain_text(f'scene {scene_id} · shot {top["shot_number"]} · attempt {top["attempt"]}')
+    await expect(first.get_by_test_id("memory-similarity")).to_have_text(f'similarity {top["similarity"]:.2f}')
+    await expect(first.get_by_test_id("memory-score")).to_have_text(f'score {top["composite"]:.2f}')
+    await expect(first.get_by_test_id("memory-verdict")).to_have_text("passed" if top["passed"] else re.compile("failed"))
+    if top["frame_url"]:
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                     arg=await first.locator("img").element_handle(), timeout=10_000)
+
+    # Shot 1's similar shots: the scene's other shots, as the API ranks them.
+    card = page.locator('article.shot[data-shot="1"]')
+    button = card.get_by_role("button", name="Similar shots to shot 1")
+    await button.click()
+    await expect(button).to_have_attribute("aria-expanded", "true")
+    alike = [h for h in similar["hits"] if h["similarity"] > 0]
+    found = card.locator("li.memory-hit")
+    if alike:
+        await expect(card.get_by_test_id("similar-status")).to_contain_text("like shot 1")
+        await expect(found).to_have_count(len(alike))
+        assert {await found.nth(i).get_attribute("data-scene") for i in range(len(alike))} == {scene_id}
+        assert "1" not in {await found.nth(i).get_attribute("data-shot") for i in range(len(alike))}
+        await expect(found.first).to_have_attribute("data-shot", str(alike[0]["shot_number"]))
+        # A hit of this scene goes to its shot card.
+        other = alike[0]["shot_number"]
+        await found.first.get_by_role("button", name=f"Go to shot {other}").click()
+        await expect(page.locator(f'article.shot[data-shot="{other}"] h3')).to_be_focused()
+    else:
+        await expect(card.get_by_test_id("similar-status")).to_contain_text("Nothing remembered like that yet")
+
+    # By look: the same shots ranked by their middle frames' image signatures, as the API ranks them.
+    await card.get_by_test_id("similar-by").select_option("look")
+    by_look = [h for h in looks["hits"] if h["similarity"] > 0]
+    if by_look:
+        await expect(card.get_by_test_id("similar-status")).to_contain_text("like shot 1 by look")
+        await expect(found).to_have_count(len(by_look))
+        await expect(found.first).to_have_attribute("data-shot", str(by_look[0]["shot_number"]))
+    else:
+        await expect(card.get_by_test_id("similar-status")).to_contain_text("Nothing remembered like that yet")
+
+    violations = await axe_violations(page)
+    assert not [v for v in violations if v["impact"] in {"critical", "serious"}], violations
+    shots = SCREENSHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    # From the shots' heading down to the end of the search's hits or of shot 1's similar shots.
+    await page.evaluate("window.scrollTo(0, 0)")
+    top = (await page.locator("#shots-title").bounding_box())["y"] - 12
+    bottom = max((await memory.bounding_box())["y"] + (await memory.bounding_box())["height"],
+                 (await card.bounding_box())["y"] + (await card.bounding_box())["height"])
+    await page.screenshot(path=str(shots / "panel-memory.png"), full_page=True,
+                          clip={"x": 0, "y": top, "width": 1280, "height": bottom - top + 12})
+
+
+async def test_panel_plays_the_scene_film_searches_the_memory_and_regenerates_one_shot(api_server, workers, new_page, tmp_path):
     workers.start(*STAGE_NAMES)
     page = await new_page(1280, 800)
     await open_panel(page, api_server, "browser-film")
@@ -286,6 +379,8 @@ async def test_panel_plays_the_scene_film_and_regenerates_one_shot(api_server, w
     await page.get_by_test_id("scene-film").screenshot(path=str(shots / "panel-film.png"))
     async with api_server.client() as client:
         (shots / "scene-storyboard.png").write_bytes((await client.get(assembly["storyboard"]["url"])).content)
+
+    await memory_finds_the_scene(page, api_server, scene_id, tmp_path)
 
     # Regenerate shot 2 with a note: a new attempt of that shot only, and the film is cut again.
     card = page.locator('article.shot[data-shot="2"]')

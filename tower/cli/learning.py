@@ -1,5 +1,5 @@
 """Learning commands: ``tower patterns``, ``tower trends``, ``tower evaluate``, ``tower replay``,
-``tower memory search``."""
+``tower memory search`` and ``tower memory reembed``."""
 
 from __future__ import annotations
 
@@ -64,39 +64,57 @@ def replay(
     run_command(cmd_replay, database_url=database_url, create=create, since=since, group=group)
 
 
-@app.command(help='Search the memory of past attempts: `tower memory search "a duel at dawn"` lists the attempts '
-             "whose plan reads most like the text, with their scene, shot, score and similarity.")
-def memory(
-    action: Annotated[str, typer.Argument(metavar="search", help="search")],
+memory_app = typer.Typer(help="The memory of past attempts: search it, or fill in a server embedder's vectors.",
+                         no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+@memory_app.command("search", help='`tower memory search "a duel at dawn"` lists the attempts whose plan reads most '
+                    "like the text (TOWER_MEMORY_EMBEDDER's vectors), with their scene, shot, score and similarity.")
+def memory_search(
     text: Annotated[str, typer.Argument(metavar="TEXT", help="what to look for, in words")],
     limit: Annotated[int, typer.Option(help="hits to show, best first", min=1, max=100)] = 10,
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    if action != "search":
-        raise typer.BadParameter(f"unknown action {action!r}; use `tower memory search TEXT`")
     run_command(cmd_memory_search, text=text, limit=limit, json=json_)
 
 
+@memory_app.command("reembed", help="Embed every remembered attempt the server embedder (TOWER_MEMORY_EMBEDDER="
+                    "server, TOWER_EMBEDDINGS_URL) has no vector for yet, from the remembered texts, with progress: "
+                    "after switching embedders or models, or after the server was down. Safe to run again.")
+def memory_reembed(
+    batch: Annotated[int, typer.Option(help="texts per request to the embedding server", min=1, max=2048)] = 64,
+) -> None:
+    run_command(cmd_memory_reembed, batch=batch)
+
+
 def cmd_memory_search(args: argparse.Namespace, settings: Settings) -> int:
-    from director.memory import BUILT_IN, nearest
-    from store.memory import embedder_key, load
+    from director.embedding_server import EmbedderUnavailable
+    from director.memory import embedder_key
+    from store.memory import configured_embedder, load
     from store.migrate import migrate
 
-    async def read(conn):  # noqa: ANN001, ANN202 - asyncpg.Connection -> Memories
+    async def read(conn):  # noqa: ANN001, ANN202 - asyncpg.Connection -> (key, Memories, query vector)
         await migrate(conn)  # a database no worker has used yet has an empty memory, not none
-        return await load(conn, BUILT_IN)
+        embedder = await configured_embedder(settings)
+        [vector] = await embedder.embed([args.text])
+        return embedder_key(embedder), await load(conn, embedder_key(embedder)), vector
 
-    memories = query(settings, read)
-    [vector] = BUILT_IN.embed([args.text])
+    try:
+        key, memories, vector = query(settings, read)
+    except EmbedderUnavailable as exc:
+        print(f"tower: the memory's embedder is unavailable: {exc}", file=sys.stderr)
+        return 1
     hits = [{**{k: memories.rows[h.index][k] for k in ("scene_id", "shot_number", "attempt", "composite", "passed",
                                                          "modifier", "text", "frame_uri")},
-             "similarity": round(h.similarity, 4)} for h in nearest(memories.vectors, vector, args.limit)]
+             "similarity": round(h.similarity, 4)} for h in memories.search(vector, args.limit)]
     if args.json:
-        print(json.dumps({"query": args.text, "embedder": embedder_key(BUILT_IN), "searched": len(memories.rows),
-                          "hits": hits}, indent=2))
+        print(json.dumps({"query": args.text, "embedder": key, "searched": len(memories.rows), "hits": hits},
+                         indent=2))
         return 0
     if not hits:
-        print(f"tower: nothing remembered yet ({embedder_key(BUILT_IN)}): attempts are remembered once scored",
+        print(f"tower: nothing remembered yet ({key}): attempts are remembered once scored"
+              + ("; `tower memory reembed` embeds them with the server" if settings.memory_embedder == "server" else ""),
               file=sys.stderr)
         return 1
     print(f"{len(hits)} of {len(memories.rows)} remembered attempts, most like {args.text!r}:")
@@ -104,6 +122,36 @@ def cmd_memory_search(args: argparse.Namespace, settings: Settings) -> int:
         verdict = "passed" if h["passed"] else "under threshold"
         print(f"  {h['similarity']:.3f}  {h['scene_id']} shot {h['shot_number']} attempt {h['attempt']}  "
               f"{h['composite']:.3f} {verdict}  {h['modifier']}  {h['text'][:90]}")
+    return 0
+
+
+def cmd_memory_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from director.embedding_server import EmbedderUnavailable
+    from director.memory import embedder_key
+    from store.memory import configured_embedder, embed_missing
+    from store.migrate import migrate
+
+    if settings.memory_embedder != "server":
+        print("tower: TOWER_MEMORY_EMBEDDER is built-in, whose vectors the learner writes as it remembers; set it "
+              "to `server` (and TOWER_EMBEDDINGS_URL) to embed the memory with a server", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        print(f"  {done}/{total} embedded ({rate:.0f}/s)", file=sys.stderr)
+
+    async def fill(conn):  # noqa: ANN001, ANN202 - asyncpg.Connection -> (key, rows added)
+        await migrate(conn)
+        embedder = await configured_embedder(settings)
+        return embedder_key(embedder), await embed_missing(conn, embedder, batch=args.batch, progress=progress)
+
+    try:
+        key, added = query(settings, fill)
+    except EmbedderUnavailable as exc:
+        print(f"tower: stopped: {exc}; what was embedded is kept, run it again to go on", file=sys.stderr)
+        return 1
+    print(f"{added} remembered attempt(s) embedded with {key} in {time.monotonic() - started:.1f} s")
     return 0
 
 
