@@ -19,11 +19,12 @@ import numpy as np
 from director.embedding_server import ServerEmbedder
 from director.escalation import credited
 from director.learning import context_parts
-from director.memory import BUILT_IN, Embedder, Hit, Remembered, attempt_text, embedder_key, nearest
+from director.memory import BUILT_IN, Embedder, Hit, Remembered, attempt_text, embedder_key
 from director.vector_index import VectorIndex
 from events.envelope import Envelope
 from events.models import QualityScored
 from foundation.settings import Settings
+from scoring.signature import DIMENSIONS as SIGNATURE_DIMENSIONS
 
 BUILT_IN_KEY = embedder_key(BUILT_IN)
 _COLUMNS = ("scene_id, shot_number, attempt, text, status, composite, passed, modifier, frame_uri, remembered_at,"
@@ -88,6 +89,7 @@ class Memories:
     index: VectorIndex | None = None
     shots: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     priors: dict[str, tuple[list[int], VectorIndex]] = field(default_factory=dict)
+    looks: np.ndarray = field(default_factory=lambda: np.zeros((0, SIGNATURE_DIMENSIONS), np.float32))
 
     def extend(self, rows: list[asyncpg.Record]) -> None:
         if not rows:
@@ -96,6 +98,12 @@ class Memories:
         added = np.asarray([row["vector"] for row in rows], np.float32)
         self.rows.extend({k: v for k, v in row.items() if k != "vector"} for row in rows)
         self.vectors = added if start == 0 else np.vstack([self.vectors, added])
+        # A row without a signature (no frames, or scored before signatures) is all zeros: like nothing.
+        looks = np.zeros((len(rows), SIGNATURE_DIMENSIONS), np.float32)
+        for i, row in enumerate(rows):
+            if row["signature"] and len(row["signature"]) == SIGNATURE_DIMENSIONS:
+                looks[i] = row["signature"]
+        self.looks = np.vstack([self.looks, looks])
         self.last_seq = rows[-1]["seq"]
         if self.index is None:
             self.index = VectorIndex(added.shape[1])
@@ -111,23 +119,33 @@ class Memories:
             index.add(self.vectors[new])
 
     def search(self, query: np.ndarray, k: int, exclude: list[int] = ()) -> list[Hit]:
-        """The ``k`` rows most like ``query``, best first, without the rows in ``exclude``."""
-        return self.index.search(query, k, exclude) if self.index is not None else []
+        """The ``k`` rows most like ``query``, best first, without the rows in ``exclude``: the
+        index finds them, and their similarity is the exact dot product of the stored vectors."""
+        if self.index is None:
+            return []
+        return self.ranked([hit.index for hit in self.index.search(query, k, exclude)], query)
+
+    def ranked(self, rows: list[int], query: np.ndarray) -> list[Hit]:
+        """``rows`` best first by their exact similarity to ``query``."""
+        similarities = self.vectors[rows] @ query.astype(np.float32) if rows else np.zeros(0)
+        return sorted((Hit(row, float(similarity)) for row, similarity in zip(rows, similarities, strict=True)),
+                      key=lambda hit: (-hit.similarity, hit.index))
 
     def looks_like(self, row: int, k: int, exclude: list[int]) -> list[Hit]:
-        """The ``k`` rows whose middle frame looks most like ``row``'s (an exact scan of the image
-        signatures: short vectors, so a scan is cheap), without ``exclude``; none if ``row`` has no
-        signature."""
-        signature = self.rows[row]["signature"]
-        if not signature:
+        """The ``k`` rows whose middle frame looks most like ``row``'s, without ``exclude`` and rows
+        with no signature; none if ``row`` has none. An exact scan: a signature is 80 numbers."""
+        query = self.looks[row]
+        if not query.any():
             return []
-        width = len(signature)
-        have = [i for i, r in enumerate(self.rows) if r["signature"] and len(r["signature"]) == width]
-        looks = np.asarray([self.rows[i]["signature"] for i in have], np.float32)
-        position = {i: p for p, i in enumerate(have)}
-        skip = [position[i] for i in exclude if i in position]
-        return [Hit(have[hit.index], hit.similarity)
-                for hit in nearest(looks, np.asarray(signature, np.float32), k, skip)]
+        scores = self.looks @ query
+        scores[~self.looks.any(axis=1)] = -np.inf
+        scores[list(exclude)] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row
+        return [Hit(int(i), float(scores[i])) for i in top]
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool, key: str = BUILT_IN_KEY, into: Memories | None = None) -> Memories:
@@ -135,7 +153,8 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, key: str = BUILT_IN_KEY,
     memories = into or Memories()
     rows = await conn.fetch(f"SELECT seq, vector, {_COLUMNS} FROM memory WHERE embedder = $1 AND seq > $2 ORDER BY seq",
                             key, memories.last_seq)
-    memories.extend(rows)
+    # In a thread: indexing a large memory (minutes at a million rows) must not stop the event loop.
+    await asyncio.to_thread(memories.extend, rows)
     return memories
 
 
@@ -157,9 +176,9 @@ def neighbours(memories: Memories, query: np.ndarray, *, workflow: str, k: int,
     members, index = memories.priors[workflow]
     own = set(memories.shots.get(exclude_shot, ())) if exclude_shot is not None else set()
     skip = [p for p, i in enumerate(members) if i in own] if own else []
-    return [(hit.similarity, Remembered(memories.rows[members[hit.index]]["modifier"],
-                                        memories.rows[members[hit.index]]["composite"]))
-            for hit in index.search(query, k, skip)]
+    found = memories.ranked([members[hit.index] for hit in index.search(query, k, skip)], query)
+    return [(hit.similarity, Remembered(memories.rows[hit.index]["modifier"], memories.rows[hit.index]["composite"]))
+            for hit in found]
 
 
 async def configured_embedder(settings: Settings, client: httpx.AsyncClient | None = None) -> Embedder:

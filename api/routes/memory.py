@@ -81,11 +81,11 @@ async def similar(request: Request, scene_id: Id,
     kept = max(mine, key=lambda i: (memories.rows[i]["passed"], memories.rows[i]["composite"],
                                     -memories.rows[i]["attempt"]))
     if by == "look":
-        if not memories.rows[kept]["signature"]:
+        if not memories.looks[kept].any():
             raise Problem(404, f"shot {shot_number} of scene {scene_id!r} has no image signature (its kept attempt "
                                "has no frames, or was scored before signatures existed)")
         return {"query": memories.rows[kept]["text"], "embedder": f"tower-image-signature/{SIGNATURE_VERSION}",
-                "searched": sum(bool(row["signature"]) for row in memories.rows),
+                "searched": int(memories.looks.any(axis=1).sum()),
                 "hits": _hits(memories, memories.looks_like(kept, limit, mine))}
     return {"query": memories.rows[kept]["text"], "embedder": embedder_key(embedder), "searched": len(memories.rows),
             "hits": _hits(memories, memories.search(memories.vectors[kept], limit, mine))}

@@ -10,6 +10,7 @@ import pytest
 
 from director.learning import beliefs
 from director.memory import BUILT_IN, HashedNgrams, Remembered, attempt_text, memory_prior, nearest
+from scoring.signature import DIMENSIONS as SIGNATURE_DIMENSIONS
 from store.memory import Memories, neighbours
 
 KINDS = json.loads((Path(__file__).parents[2] / "bench" / "data" / "memory_kinds.json").read_text())["kinds"]
@@ -113,10 +114,16 @@ def test_rows_added_in_batches_are_searched_as_if_loaded_at_once(kai_shots):
     assert neighbours(parts, query, workflow="w1", k=4) == neighbours(whole, query, workflow="w1", k=4)
 
 
+def look(*head: float) -> list[float]:
+    """A signature of the scorer's width that starts with ``head``."""
+    return [*head] + [0.0] * (SIGNATURE_DIMENSIONS - len(head))
+
+
 def test_similar_by_look_compares_image_signatures_of_rows_that_have_one():
     rows = [dict(scene_id="a", shot_number=i + 1, workflow="w1", credited=True, status="ok", modifier="m",
                  composite=0.5, signature=signature) for i, signature in
-            enumerate([[1.0, 0.0], [0.8, 0.6], None, [0.0, 1.0]])]
+            enumerate([look(1.0, 0.0), look(0.8, 0.6), None, look(0.0, 1.0), [1.0, 0.0]])]
     memories = loaded(rows, BUILT_IN.vectors([f"row {i}" for i in range(len(rows))]))
     assert [(h.index, round(h.similarity, 3)) for h in memories.looks_like(0, 5, exclude=[0])] == [(1, 0.8), (3, 0.0)]
     assert memories.looks_like(2, 5, exclude=[2]) == [], "a row without a signature looks like nothing"
+    assert memories.looks_like(4, 5, exclude=[4]) == [], "nor does one of another width (another signature version)"

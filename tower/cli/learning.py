@@ -81,7 +81,7 @@ def memory_search(
 
 @memory_app.command("reembed", help="Embed every remembered attempt the server embedder (TOWER_MEMORY_EMBEDDER="
                     "server, TOWER_EMBEDDINGS_URL) has no vector for yet, from the remembered texts, with progress: "
-                    "after switching embedders or models, or after the server was down. Safe to run again.")
+                    "after switching embedders or models, a `tower replay`, or the server being down. Safe to run again.")
 def memory_reembed(
     batch: Annotated[int, typer.Option(help="texts per request to the embedding server", min=1, max=2048)] = 64,
 ) -> None:
