@@ -422,6 +422,12 @@ class SceneAssembly(BaseModel):
     discontinuities: int
 
 
+class MemoryFeedback(BaseModel):
+    count: int = Field(description="Feedback events on the attempt (human ratings and external scores).")
+    mean_rating: float | None = Field(None, description="Mean of their 1-5 ratings; null when none carried one.")
+    comment: str | None = Field(None, description="The latest comment, if any.")
+
+
 class MemoryHit(BaseModel):
     scene_id: str
     shot_number: int
@@ -433,6 +439,7 @@ class MemoryHit(BaseModel):
     status: str
     modifier: str
     text: str = Field(description="What was remembered of the attempt: its plan and prompt pattern.")
+    feedback: MemoryFeedback | None = Field(None, description="What people said of the attempt; null: nothing yet.")
     frame_url: str | None = Field(None, description="The attempt's middle frame in the media store.")
     scene_url: str
 

@@ -158,6 +158,23 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, key: str = BUILT_IN_KEY,
     return memories
 
 
+async def feedback_of(conn: asyncpg.Connection | asyncpg.Pool,
+                      attempts: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], dict]:
+    """What people said of these attempts (``(scene_id, shot_number, attempt)``): how many
+    feedback events, their mean rating (``None`` when none carried one) and the latest comment.
+    Read at search time, as feedback arrives after the attempt is remembered."""
+    if not attempts:
+        return {}
+    scenes, shots, numbers = (list(column) for column in zip(*attempts, strict=True))
+    rows = await conn.fetch(
+        "SELECT f.scene_id, f.shot_number, f.attempt, count(*) AS count, avg(f.rating)::float8 AS mean_rating,"
+        " (array_agg(f.comment ORDER BY f.submitted_at DESC) FILTER (WHERE f.comment IS NOT NULL))[1] AS comment"
+        " FROM feedback f JOIN unnest($1::text[], $2::int[], $3::int[]) AS a(scene_id, shot_number, attempt)"
+        " USING (scene_id, shot_number, attempt) GROUP BY 1, 2, 3", scenes, shots, numbers)
+    return {(row["scene_id"], row["shot_number"], row["attempt"]):
+            {"count": row["count"], "mean_rating": row["mean_rating"], "comment": row["comment"]} for row in rows}
+
+
 async def memory_digest(conn: asyncpg.Connection | asyncpg.Pool) -> str:
     """sha256 of the memory's contents in a fixed order (not of ``seq``, which counts inserts)."""
     digest = hashlib.sha256()

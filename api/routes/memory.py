@@ -18,7 +18,7 @@ from director.embedding_server import EmbedderUnavailable
 from director.memory import Embedder, Hit, embedder_key
 from events.models import MAX_SHOTS
 from scoring.signature import VERSION as SIGNATURE_VERSION
-from store.memory import Memories, configured_embedder, load
+from store.memory import Memories, configured_embedder, feedback_of, load
 
 router = APIRouter(prefix="/api/director/memory", tags=["memory"], dependencies=[Depends(require_read)])
 Limit = Annotated[int, Query(ge=1, le=100, description="Hits to return, best first.")]
@@ -41,16 +41,16 @@ async def current(request: Request) -> tuple[Embedder, Memories]:
         return state.memory_embedder, state.memory
 
 
-def _hits(memories: Memories, hits: list[Hit]) -> list[dict[str, Any]]:
-    found = []
-    for hit in hits:
-        row = memories.rows[hit.index]
-        found.append({**{k: row[k] for k in ("scene_id", "shot_number", "attempt", "composite", "passed", "status",
-                                               "modifier", "text")},
-                      "similarity": round(hit.similarity, 6),
-                      "frame_url": f"/media/{row['frame_uri']}" if row["frame_uri"] else None,
-                      "scene_url": f"/api/director/scenes/{row['scene_id']}"})
-    return found
+async def _hits(request: Request, memories: Memories, hits: list[Hit]) -> list[dict[str, Any]]:
+    rows = [memories.rows[hit.index] for hit in hits]
+    keys = [(row["scene_id"], row["shot_number"], row["attempt"]) for row in rows]
+    said = await backends_of(request).query(lambda pool: feedback_of(pool, keys)) if keys else {}
+    return [{**{k: row[k] for k in ("scene_id", "shot_number", "attempt", "composite", "passed", "status", "modifier",
+                                    "text")},
+             "similarity": round(hit.similarity, 6),
+             "feedback": said.get(key),
+             "frame_url": f"/media/{row['frame_uri']}" if row["frame_uri"] else None,
+             "scene_url": f"/api/director/scenes/{row['scene_id']}"} for hit, row, key in zip(hits, rows, keys, strict=True)]
 
 
 @router.get("/search", response_model=MemorySearchResponse, summary="Past attempts whose plan reads like the text")
@@ -62,7 +62,7 @@ async def search(request: Request, q: Annotated[str, Query(min_length=1, max_len
     except EmbedderUnavailable as exc:
         raise Problem(503, f"the memory's embedder is unavailable: {exc}") from exc
     return {"query": q, "embedder": embedder_key(embedder), "searched": len(memories.rows),
-            "hits": _hits(memories, memories.search(query, limit))}
+            "hits": await _hits(request, memories, memories.search(query, limit))}
 
 
 @router.get("/similar/{scene_id}/{shot_number}", response_model=MemorySearchResponse,
@@ -86,6 +86,6 @@ async def similar(request: Request, scene_id: Id,
                                "has no frames, or was scored before signatures existed)")
         return {"query": memories.rows[kept]["text"], "embedder": f"tower-image-signature/{SIGNATURE_VERSION}",
                 "searched": int(memories.looks.any(axis=1).sum()),
-                "hits": _hits(memories, memories.looks_like(kept, limit, mine))}
+                "hits": await _hits(request, memories, memories.looks_like(kept, limit, mine))}
     return {"query": memories.rows[kept]["text"], "embedder": embedder_key(embedder), "searched": len(memories.rows),
-            "hits": _hits(memories, memories.search(memories.vectors[kept], limit, mine))}
+            "hits": await _hits(request, memories, memories.search(memories.vectors[kept], limit, mine))}

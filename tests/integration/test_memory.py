@@ -48,6 +48,26 @@ async def test_attempts_are_remembered_searched_and_rebuilt_by_a_replay(settings
         missing = await client.get("/api/director/memory/similar/scene-mem/99")
         assert missing.status_code == 404 and "nothing remembered of shot 99" in missing.json()["detail"]
 
+        looks = (await client.get("/api/director/memory/similar/scene-mem/1", params={"by": "look"})).json()
+        assert looks["embedder"].startswith("tower-image-signature/") and looks["searched"] == len(progress.finals)
+        assert looks["hits"] and all(h["shot_number"] != 1 for h in looks["hits"])
+        assert [h["similarity"] for h in looks["hits"]] == sorted((h["similarity"] for h in looks["hits"]), reverse=True)
+
+        # What people say of an attempt comes back with it (read at search time: it arrives later).
+        rated = await client.post("/api/director/feedback/submit", json={
+            "session_id": "session-it", "scene_id": "scene-mem", "shot_number": 1, "attempt": 1, "rating": 4,
+            "comment": "the dragon reads well"})
+        assert rated.status_code == 202, rated.text
+        for _ in range(100):  # the learner projects the feedback a moment after it is produced
+            hits = (await client.get("/api/director/memory/search", params={"q": "Kai fights the dragon",
+                                                                                "limit": 100})).json()["hits"]
+            [first] = [h for h in hits if (h["scene_id"], h["shot_number"], h["attempt"]) == ("scene-mem", 1, 1)]
+            if first["feedback"] is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert first["feedback"] == {"count": 1, "mean_rating": 4.0, "comment": "the dragon reads well"}
+        assert all(h["feedback"] is None for h in hits if h is not first)
+
     searched = subprocess.run([sys.executable, "-m", "tower", "memory", "search", "the dragon reels", "--json"],
                               env=workers.env, capture_output=True, text=True, timeout=60)
     assert searched.returncode == 0, searched.stderr
