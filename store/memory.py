@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
@@ -77,33 +76,44 @@ async def embed_missing(conn: asyncpg.Connection | asyncpg.Pool, embedder: Embed
     return done
 
 
-@dataclass
 class Memories:
-    """One embedder's rows of the memory (``rows[i]`` is row i of ``vectors``), with what searches
-    need kept in step as rows are added: an index of all of them, the rows of each shot, and the
-    rows the memory prior may use per workflow, each with its own index."""
+    """One embedder's rows of the memory (``rows[i]`` is row i of ``vectors`` and ``looks``), with
+    what searches need kept in step as rows are added: an index of all of them, the rows of each
+    shot, and the rows the memory prior may use per workflow, each with its own index."""
 
-    rows: list[dict] = field(default_factory=list)
-    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    last_seq: int = 0
-    index: VectorIndex | None = None
-    shots: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    priors: dict[str, tuple[list[int], VectorIndex]] = field(default_factory=dict)
-    looks: np.ndarray = field(default_factory=lambda: np.zeros((0, SIGNATURE_DIMENSIONS), np.float32))
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.last_seq = 0
+        self.index: VectorIndex | None = None
+        self.shots: dict[tuple[str, int], list[int]] = {}
+        self.priors: dict[str, tuple[list[int], VectorIndex]] = {}
+        # Room to grow, doubled when full: a refresh appends without copying the whole matrix.
+        self._vectors = np.zeros((0, 0), np.float32)
+        self._looks = np.zeros((0, SIGNATURE_DIMENSIONS), np.float32)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The rows' embeddings (a view)."""
+        return self._vectors[:len(self.rows)]
+
+    @property
+    def looks(self) -> np.ndarray:
+        """The rows' image signatures (a view); a row without one (no frames, or scored before
+        signatures) is all zeros: like nothing."""
+        return self._looks[:len(self.rows)]
 
     def extend(self, rows: list[asyncpg.Record]) -> None:
         if not rows:
             return
         start = len(self.rows)
         added = np.asarray([row["vector"] for row in rows], np.float32)
-        self.rows.extend({k: v for k, v in row.items() if k != "vector"} for row in rows)
-        self.vectors = added if start == 0 else np.vstack([self.vectors, added])
-        # A row without a signature (no frames, or scored before signatures) is all zeros: like nothing.
         looks = np.zeros((len(rows), SIGNATURE_DIMENSIONS), np.float32)
         for i, row in enumerate(rows):
             if row["signature"] and len(row["signature"]) == SIGNATURE_DIMENSIONS:
                 looks[i] = row["signature"]
-        self.looks = np.vstack([self.looks, looks])
+        self._vectors = _appended(self._vectors, start, added)
+        self._looks = _appended(self._looks, start, looks)
+        self.rows.extend({k: v for k, v in row.items() if k != "vector"} for row in rows)
         self.last_seq = rows[-1]["seq"]
         if self.index is None:
             self.index = VectorIndex(added.shape[1])
@@ -116,7 +126,7 @@ class Memories:
         for workflow, new in eligible.items():
             members, index = self.priors.setdefault(workflow, ([], VectorIndex(added.shape[1])))
             members.extend(new)
-            index.add(self.vectors[new])
+            index.add(self._vectors[new])
 
     def search(self, query: np.ndarray, k: int, exclude: list[int] = ()) -> list[Hit]:
         """The ``k`` rows most like ``query``, best first, without the rows in ``exclude``: the
@@ -146,6 +156,19 @@ class Memories:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row
         return [Hit(int(i), float(scores[i])) for i in top]
+
+
+def _appended(buffer: np.ndarray, used: int, added: np.ndarray) -> np.ndarray:
+    """``buffer`` with ``added`` written after its first ``used`` rows; a new buffer of twice the
+    size (or what is needed) when it is full."""
+    needed = used + len(added)
+    if needed > len(buffer) or buffer.shape[1] != added.shape[1]:
+        grown = np.zeros((max(needed, 2 * len(buffer)), added.shape[1]), buffer.dtype)
+        if used:
+            grown[:used] = buffer[:used]
+        buffer = grown
+    buffer[used:needed] = added
+    return buffer
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool, key: str = BUILT_IN_KEY, into: Memories | None = None) -> Memories:
