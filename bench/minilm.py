@@ -106,7 +106,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 def pooling_type(model_dir: Path) -> gguf.PoolingType | None:
     """The sentence-transformers pooling of the model (modules.json -> its Pooling module's
-    config.json), as convert_hf_to_gguf.py's ``_try_set_pooling_type`` reads it; None without one."""
+    config.json), as convert_hf_to_gguf.py's ``_try_set_pooling_type`` reads it; None without one.
+    Raises ValueError for a pooling llama.cpp has no equivalent of."""
     modules = model_dir / "modules.json"
     if not modules.is_file():
         return None
@@ -121,7 +122,7 @@ def pooling_type(model_dir: Path) -> gguf.PoolingType | None:
         return gguf.PoolingType.CLS
     if pooling.get("pooling_mode_lasttoken"):
         return gguf.PoolingType.LAST
-    raise NotImplementedError(f"{path}: only MEAN, CLS and LAST pooling are supported by llama.cpp")
+    raise ValueError(f"{path}: the model pools in a way llama.cpp has no equivalent for (it has MEAN, CLS and LAST)")
 
 
 def bert_vocab(model_dir: Path, vocab_size: int) -> tuple[list[str], list[int]]:
